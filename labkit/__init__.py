@@ -1,0 +1,35 @@
+"""labkit: the helper package behind the transfer-learning course.
+
+The surgery core is importable from the top level::
+
+    from labkit import freeze, replace_head, trainable_report, param_groups
+
+Everything else lives in one module per concept (``labkit.models``, ``labkit.data``,
+``labkit.filters``, ``labkit.train``, ``labkit.features``, ``labkit.compare``,
+``labkit.strategy``, ``labkit.widgets``, ``labkit.grading``); import what a lesson needs
+from there.
+"""
+from labkit.freeze import freeze, freeze_to, frozen_guard, trainable_report, unfreeze
+from labkit.heads import get_head, replace_head, stages
+from labkit.optim import check_optimizer, gradual_unfreeze, param_groups
+
+__version__ = "0.1.0"
+
+# Where the course lives; the Colab setup cells install labkit from here.
+REPOSITORY_URL = "https://github.com/labkit-course/labkit"
+
+__all__ = [
+    "freeze",
+    "unfreeze",
+    "freeze_to",
+    "trainable_report",
+    "frozen_guard",
+    "get_head",
+    "replace_head",
+    "stages",
+    "param_groups",
+    "gradual_unfreeze",
+    "check_optimizer",
+    "REPOSITORY_URL",
+    "__version__",
+]
