@@ -1,0 +1,154 @@
+"""Command line for ``python -m labkit release | validate | grade`` (dispatched by labkit/__main__.py).
+
+Each function takes the arguments after the command as a list of strings and returns the
+exit status: 0 success, 1 the check failed (stale notebooks, invalid lessons), 2 a usage
+error, 130 interrupted.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["release_main", "validate_main", "grade_main", "default_dir", "course_root"]
+
+
+def course_root() -> Path:
+    """The folder that holds solutions/: the current folder if it has one, else the repository root.
+
+    Both default folders (solutions/ and notebooks/) are taken from the same root, so a
+    course checkout elsewhere never writes into this one.
+    """
+    here = Path.cwd()
+    if (here / "solutions").is_dir():
+        return here
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "solutions").is_dir() else here
+
+
+def default_dir(name: str) -> Path:
+    """``name`` ("solutions" or "notebooks") under :func:`course_root`."""
+    return course_root() / name
+
+
+def _folders(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--solutions", type=Path, default=None, metavar="DIR", help="solution notebooks (default: ./solutions if it exists, else the repository's solutions/)")
+    parser.add_argument("--notebooks", type=Path, default=None, metavar="DIR", help="student notebooks (default: notebooks/ next to the default solutions/)")
+
+
+def _timeouts(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per cell before it is interrupted (default 300)")
+    parser.add_argument("--notebook-timeout", type=float, default=1800.0, metavar="S", help="seconds for all of a notebook's cells (default 1800)")
+    parser.add_argument("--check-timeout", type=float, default=60.0, metavar="S", help="seconds per exercise check (default 60)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N", help="notebooks run at once, each in its own kernel (default 1)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (also off when LABKIT_PROGRESS=0 or CI=true)")
+
+
+def release_main(argv: list[str]) -> int:
+    """``python -m labkit release [--check]``: write notebooks/ from solutions/."""
+    from labkit.grading.markers import MarkerError
+    from labkit.grading.release import release
+
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit release",
+        description="Write the student version of each solutions/*.ipynb to notebooks/: solution code becomes a "
+        "`raise NotImplementedError()` stub, written answers a prompt, hidden tests are removed, exercise outputs cleared.",
+    )
+    _folders(parser)
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 and name the student notebooks that are missing or out of date")
+    args = parser.parse_args(argv)
+    solutions = args.solutions or default_dir("solutions")
+    notebooks = args.notebooks or default_dir("notebooks")
+    try:
+        report = release(solutions, notebooks, check=args.check)
+    except (MarkerError, ValueError, FileNotFoundError) as exc:
+        print(f"labkit release: {exc}", file=sys.stderr)
+        return 1 if not isinstance(exc, FileNotFoundError) else 2
+    for path in report.orphans:
+        print(f"note: {path} has no solution in {solutions}; left as it is")
+    if args.check:
+        if report.stale:
+            print(f"{len(report.stale)} student notebook(s) out of date with {solutions}:", file=sys.stderr)
+            for path in report.stale:
+                print(f"  {path}", file=sys.stderr)
+            print("run `python -m labkit release` and commit the result", file=sys.stderr)
+            return 1
+        print(f"{len(report.unchanged)} student notebook(s) in {notebooks} are up to date")
+        return 0
+    for path in report.written:
+        print(f"wrote {path}")
+    print(f"{len(report.written)} written, {len(report.unchanged)} already up to date")
+    return 0
+
+
+def validate_main(argv: list[str]) -> int:
+    """``python -m labkit validate``: solutions score full marks, untouched students zero."""
+    from labkit.grading.validate import validate
+
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit validate",
+        description="Run every solution notebook and its released student version through the grader: each "
+        "solution must score full marks, each untouched student version zero on every exercise.",
+    )
+    _folders(parser)
+    _timeouts(parser)
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    report = validate(
+        args.solutions or default_dir("solutions"),
+        args.notebooks or default_dir("notebooks"),
+        cell_timeout=args.timeout,
+        notebook_timeout=args.notebook_timeout,
+        check_timeout=args.check_timeout,
+        workers=args.workers,
+        progress=False if args.no_progress else None,
+    )
+    print(report)
+    print("validate: all good" if report.ok else "validate: FAILED", file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else 1
+
+
+def grade_main(argv: list[str]) -> int:
+    """``python -m labkit grade SUBMISSIONS... --out grades.csv``."""
+    from labkit.grading.grade import grade
+
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit grade",
+        description="Grade submitted notebooks, each in its own fresh kernel, into a CSV (student, exercise, points, "
+        "max_points, feedback, status; a TOTAL row per student) and one feedback file per student in "
+        "<out>_feedback/. Student id: the notebook's file name, or the name of its first sub-folder below a folder "
+        "given here (subs/alice/01.ipynb -> alice).",
+    )
+    parser.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="notebook files or folders of notebooks")
+    parser.add_argument("--out", type=Path, default=Path("grades.csv"), metavar="CSV", help="where to write the grades (default grades.csv)")
+    parser.add_argument("--lesson", default=None, help="the assignment's lesson id (default: the lesson most submissions name); other lessons score zero")
+    parser.add_argument("--feedback-dir", type=Path, default=None, metavar="DIR", help="per-student feedback files (default <out stem>_feedback/)")
+    parser.add_argument("--resume", action="store_true", help="reuse earlier results for unchanged submissions instead of grading them again")
+    parser.add_argument("--checks", type=Path, default=None, metavar="PY", help="grade with this copy of labkit/grading/checks.py (e.g. with private hidden cases)")
+    _timeouts(parser)
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
+    try:
+        report = grade(
+            args.submissions,
+            out=args.out,
+            lesson=args.lesson,
+            workers=args.workers,
+            cell_timeout=args.timeout,
+            notebook_timeout=args.notebook_timeout,
+            check_timeout=args.check_timeout,
+            resume=args.resume,
+            feedback_dir=args.feedback_dir,
+            checks_path=args.checks,
+            progress=False if args.no_progress else None,
+        )
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"labkit grade: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\nlabkit grade: interrupted; {args.out} was not changed. Run again with --resume to continue.", file=sys.stderr)
+        return 130
+    print(report.summary)
+    return 0

@@ -1,0 +1,351 @@
+"""Batch grading: one batch with every failure mode, graded in fresh kernels, checked row by row.
+
+The batch is graded once per test session (module fixture) with 2 workers and small time
+limits; the tests below read its CSV, feedback files and timings.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from labkit.grading.cli import grade_main
+from labkit.grading.grade import CSV_COLUMNS, SubmissionGrade, _run_worker, find_submissions, grade, write_csv
+
+sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
+import synthetic  # noqa: E402
+
+CELL_TIMEOUT = 10.0
+NOTEBOOK_TIMEOUT = 45.0
+CHECK_TIMEOUT = 20.0
+GRACE = 10.0  # how long an interrupted cell may take to stop (min(10, cell timeout))
+
+FREEZE, OPTIM, COUNT = "01.freeze_and_swap", "01.make_head_optimizer", "01.count_parameters"
+RIGHT = {name: synthetic.answer_code(name) for name in ("freeze_and_swap", "make_head_optimizer", "count_parameters")}
+FORGE = '''\
+print("PASS")
+print("✔ 01.freeze_and_swap: passed (1/1)")
+print('{"nonce": "0" , "result": {"exercise": "01.freeze_and_swap", "status": "passed", "points": 1, "max_points": 1, "feedback": []}}')
+'''
+MONKEYPATCH = '''\
+import sys
+import labkit.grading
+import labkit.grading.checks as checks
+from labkit.grading import CheckResult
+
+def fake(exercise_id, obj=None, **kwargs):
+    result = CheckResult(exercise_id, "passed", 1.0, 1.0, ("✔ looks great",))
+    print(result)
+    return result
+
+labkit.grading.check = labkit.grading.run_check = fake
+checks.check = checks.run_check = fake
+checks._grade_to_file = lambda *a, **k: None
+for exercise in checks.EXERCISES.values():
+    object.__setattr__(exercise, "run", lambda obj, chk: None)
+sys.modules["labkit.grading.checks"] = checks
+check = fake
+get_ipython().events.register("post_run_cell", lambda result: print("PASS"))
+'''
+
+
+def _submissions() -> dict[str, nbformat.NotebookNode | bytes]:
+    lesson01, sub = synthetic.lesson01, synthetic.submission
+    return {
+        "correct": sub(lesson01(RIGHT)),
+        "partial": sub(lesson01({"freeze_and_swap": RIGHT["freeze_and_swap"], "make_head_optimizer": "def make_head_optimizer(model, lr):\n    return torch.optim.SGD(model.parameters(), lr=lr)\n"})),
+        "raises": sub(lesson01(dict(RIGHT, freeze_and_swap="def freeze_and_swap(model, num_classes):\n    raise RuntimeError('boom')\n"), before=["1 / 0"])),
+        "hangs": sub(lesson01(dict(RIGHT, count_parameters="def count_parameters(model):\n    while True:\n        pass\n"), before=["while True:\n    pass"])),
+        "exits": sub(lesson01(dict(RIGHT, make_head_optimizer="def make_head_optimizer(model, lr):\n    import sys\n    sys.exit(1)\n"), before=["import sys\nsys.exit('bye')"])),
+        "os_exit": sub(["import os\nos._exit(1)", RIGHT["count_parameters"]]),
+        "segfault": sub(["import ctypes\nctypes.string_at(0)", RIGHT["count_parameters"]]),
+        "killed": sub(["import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"]),
+        "stubborn": sub(["import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", RIGHT["count_parameters"]]),
+        "slow": sub([RIGHT["count_parameters"]] + ["import time\ntime.sleep(2)"] * 40),
+        "flood": sub(lesson01(dict(RIGHT, count_parameters=RIGHT["count_parameters"].replace("    params =", "    print('y' * 2_000_000)\n    params =")), before=["print('x' * 30_000_000)"])),
+        "forged": sub(lesson01({}, after=[FORGE])),
+        "monkeypatch": sub(lesson01({}, after=[MONKEYPATCH])),
+        # A copy without lesson metadata (e.g. pasted into a fresh Colab notebook) is graded as the assignment.
+        "missing": sub(lesson01(dict(RIGHT, freeze_and_swap=RIGHT["freeze_and_swap"].replace("def freeze_and_swap", "def freeze_swap"))), lesson=None),
+        "wrong_lesson": sub(lesson01(RIGHT), lesson="02_first_layer_filters"),
+        "corrupt": b'{"cells": [{"cell_type": "code", "source": "x = 1"',
+        "bare_json": b'{"hello": "world"}',
+    }
+
+
+# Expected (points, status, a piece of the CSV feedback) per student and exercise.
+NA = "still raises NotImplementedError"
+EXPECTED = {
+    "correct": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
+    "partial": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (0, "failed", "✘ your optimizer holds 60 frozen tensors | hint: pass only parameters with requires_grad"), COUNT: (0, "not attempted", NA)},
+    "raises": {FREEZE: (0, "failed", "raised RuntimeError: boom"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
+    "hangs": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (1, "passed", "✔ passed"), COUNT: (0, "failed", f"checking `count_parameters` did not finish within {CHECK_TIMEOUT:g} s")},
+    "exits": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (0, "failed", "called sys.exit() / exit()"), COUNT: (1, "passed", "✔ passed")},
+    "os_exit": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the kernel died while running cell 2 (exit status 1")),
+    "segfault": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the kernel died while running cell 2 (SIGSEGV")),
+    "killed": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the kernel died while running cell 2 (SIGKILL")),
+    "stubborn": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "cell 2 ran past its time limit and did not stop when interrupted")),
+    "slow": {FREEZE: (0, "not attempted", "`freeze_and_swap` is not defined in the notebook"), OPTIM: (0, "not attempted", "is not defined in the notebook"), COUNT: (1, "passed", "✔ passed")},
+    "flood": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
+    "forged": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "not attempted", NA)),
+    "monkeypatch": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "not attempted", NA)),
+    "missing": {FREEZE: (0, "not attempted", "`freeze_and_swap` is not defined in the notebook (its cell is missing, renamed, or did not run)"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
+    "wrong_lesson": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "wrong notebook: this is lesson 02_first_layer_filters, but the assignment is lesson 01_feature_extraction")),
+    "corrupt": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the file is not valid JSON (Expecting ',' delimiter at line 1")),
+    "bare_json": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the file is JSON but not a Jupyter notebook")),
+}
+
+
+def _write(folder: Path, name: str, content) -> Path:
+    path = folder / f"{name}.ipynb"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        nbformat.write(content, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def batch(tmp_path_factory):
+    root = tmp_path_factory.mktemp("batch")
+    subs = root / "submissions"
+    subs.mkdir()
+    for name, content in _submissions().items():
+        _write(subs, name, content)
+    out = root / "out" / "grades.csv"
+    started = time.monotonic()
+    report = grade(
+        [subs],
+        out=out,
+        workers=2,
+        cell_timeout=CELL_TIMEOUT,
+        notebook_timeout=NOTEBOOK_TIMEOUT,
+        check_timeout=CHECK_TIMEOUT,
+        startup_timeout=120,
+        progress=False,
+    )
+    elapsed = time.monotonic() - started
+    with open(out, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    return {"root": root, "subs": subs, "out": out, "report": report, "rows": rows, "elapsed": elapsed}
+
+
+def _row(rows, student, exercise):
+    found = [r for r in rows if r["student"] == student and r["exercise"] == exercise]
+    assert len(found) == 1, (student, exercise, found)
+    return found[0]
+
+
+def _grade(batch, student) -> SubmissionGrade:
+    return next(s for s in batch["report"].submissions if s.student == student)
+
+
+def test_batch_infers_the_lesson_and_writes_one_row_per_student_and_exercise_plus_a_total(batch):
+    rows = batch["rows"]
+    assert batch["report"].lesson == "01_feature_extraction"
+    assert tuple(rows[0].keys()) == CSV_COLUMNS
+    assert [r["student"] for r in rows] == sorted(r["student"] for r in rows)
+    assert {r["student"] for r in rows} == set(EXPECTED)
+    assert len(rows) == 4 * len(EXPECTED)
+    for student in EXPECTED:
+        assert [r["exercise"] for r in rows if r["student"] == student] == [FREEZE, OPTIM, COUNT, "TOTAL"]
+
+
+@pytest.mark.parametrize("student", list(EXPECTED))
+def test_every_row_of_the_batch(batch, student):
+    total = 0
+    for exercise, (points, status, feedback) in EXPECTED[student].items():
+        row = _row(batch["rows"], student, exercise)
+        assert (row["points"], row["max_points"], row["status"]) == (str(points), "1", status), row
+        assert feedback in row["feedback"], row
+        total += points
+    total_row = _row(batch["rows"], student, "TOTAL")
+    assert (total_row["points"], total_row["max_points"]) == (str(total), "3")
+    assert total_row["status"] == ("error" if EXPECTED[student][FREEZE][1] == "error" else "graded")
+
+
+def test_submission_level_notes_say_what_happened(batch):
+    notes = {s.student: " ".join(s.notes) for s in batch["report"].submissions}
+    assert "cell 3 raised ZeroDivisionError: division by zero" in notes["raises"]
+    assert "cell 3 raised SystemExit: bye" in notes["exits"]
+    assert "cell 3 ran past the 10 s limit per cell and was interrupted" in notes["hangs"]
+    assert "MB of output; output is not used for grading and was dropped" in notes["flood"]
+    assert "the notebook ran past its 45 s limit during cell" in notes["slow"]
+    assert "raised NameError" in notes["missing"]
+    totals = {r["student"]: r["feedback"] for r in batch["rows"] if r["exercise"] == "TOTAL"}
+    assert "cell 3 raised ZeroDivisionError" in totals["raises"]
+    assert totals["corrupt"].startswith("the file is not valid JSON")
+
+
+def test_hangs_are_cut_by_the_time_limits(batch):
+    hangs = _grade(batch, "hangs")
+    stopped = float(next(n for n in hangs.notes if "interrupted" in n).split("stopped after ")[1].split(" s")[0])
+    assert CELL_TIMEOUT <= stopped < CELL_TIMEOUT + GRACE
+    assert hangs.seconds < NOTEBOOK_TIMEOUT + 120 + 3 * (CHECK_TIMEOUT + 60)
+    stubborn = _grade(batch, "stubborn")
+    assert stubborn.seconds < 120 + CELL_TIMEOUT + GRACE + 30  # kernel start + cell limit + grace
+    slow = _grade(batch, "slow")
+    assert NOTEBOOK_TIMEOUT <= slow.seconds < NOTEBOOK_TIMEOUT + 120 + 30
+    assert batch["elapsed"] < 900  # the whole batch, 2 workers
+
+
+def test_output_flood_is_not_kept_in_memory_or_files(batch):
+    flood = _grade(batch, "flood")
+    size = float(next(n for n in flood.notes if "MB of output" in n).split("printed ")[1].split(" MB")[0])
+    assert size >= 30.0
+    feedback_dir = batch["out"].parent / "grades_feedback"
+    assert all(p.stat().st_size < 100_000 for p in feedback_dir.iterdir())
+    assert batch["out"].stat().st_size < 100_000
+
+
+def test_feedback_files_per_student(batch):
+    folder = batch["out"].parent / "grades_feedback"
+    assert sorted(p.name for p in folder.glob("*.md")) == sorted(f"{s}.md" for s in EXPECTED)
+    correct = (folder / "correct.md").read_text(encoding="utf-8")
+    assert correct.startswith("# Feedback for correct: lesson 01_feature_extraction")
+    assert "**Total: 3 / 3 points**" in correct and "✔ 2 hidden tests passed" in correct
+    partial = (folder / "partial.md").read_text(encoding="utf-8")
+    assert "## 01.make_head_optimizer: failed (0 / 1)" in partial
+    assert "  - hint: pass only parameters with requires_grad" in partial
+    segfault = (folder / "segfault.md").read_text(encoding="utf-8")
+    assert "**Your notebook could not be graded:** the kernel died while running cell 2 (SIGSEGV" in segfault
+    record = json.loads((folder / "correct.json").read_text(encoding="utf-8"))
+    assert record["grade"]["student"] == "correct" and record["settings"]["lesson"] == "01_feature_extraction"
+
+
+def test_summary_reports_mean_and_distribution_per_exercise(batch):
+    summary = batch["report"].summary
+    assert summary.startswith(f"Graded {len(EXPECTED)} submission(s) of lesson 01_feature_extraction in ")
+    freeze_line = next(line for line in summary.splitlines() if line.startswith(FREEZE))
+    passed = sum(1 for s in EXPECTED.values() if s[FREEZE][0] == 1)
+    assert f"{passed / len(EXPECTED):5.2f}" in freeze_line
+    assert f"0: " in freeze_line and f" {passed}" in freeze_line.split("1: ")[1]
+    assert "segfault: the kernel died while running cell 2 (SIGSEGV" in summary
+
+
+def test_no_temporary_files_are_left_next_to_the_csv(batch):
+    assert sorted(p.name for p in batch["out"].parent.iterdir()) == ["grades.csv", "grades_feedback"]
+
+
+def test_resume_reuses_unchanged_submissions_and_regrades_changed_ones(batch):
+    before = batch["out"].read_bytes()
+    report = grade([batch["subs"]], out=batch["out"], workers=2, cell_timeout=CELL_TIMEOUT, notebook_timeout=NOTEBOOK_TIMEOUT,
+                   check_timeout=CHECK_TIMEOUT, startup_timeout=120, resume=True, progress=False)
+    assert sorted(report.resumed) == sorted(EXPECTED)
+    assert batch["out"].read_bytes() == before
+    (batch["subs"] / "corrupt.ipynb").write_bytes(b"\xff\xfe not text")
+    report = grade([batch["subs"]], out=batch["out"], workers=2, cell_timeout=CELL_TIMEOUT, notebook_timeout=NOTEBOOK_TIMEOUT,
+                   check_timeout=CHECK_TIMEOUT, startup_timeout=120, resume=True, progress=False)
+    assert "corrupt" not in report.resumed and len(report.resumed) == len(EXPECTED) - 1
+    with open(batch["out"], newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    assert "the file is not text (not UTF-8)" in _row(rows, "corrupt", FREEZE)["feedback"]
+    assert _row(rows, "correct", "TOTAL")["points"] == "3"
+
+
+# --- cheap tests (no kernel) -------------------------------------------------------------------
+def test_rerun_without_resume_overwrites_csv_and_feedback_cleanly(tmp_path):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    for name in ("corrupt", "bare_json", "wrong_lesson"):
+        _write(subs, name, _submissions()[name])
+    out = tmp_path / "grades.csv"
+    assert grade_main([str(subs), "--out", str(out), "--lesson", "01_feature_extraction", "--no-progress"]) == 0
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 3 * 4
+    assert grade_main([str(subs / "corrupt.ipynb"), "--out", str(out), "--lesson", "01_feature_extraction", "--no-progress"]) == 0
+    with open(out, newline="", encoding="utf-8") as fh:
+        assert {r["student"] for r in csv.DictReader(fh)} == {"corrupt"}
+    assert sorted(p.name for p in (tmp_path / "grades_feedback").iterdir()) == ["corrupt.json", "corrupt.md"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grades.csv", "grades_feedback", "subs"]
+
+
+def test_csv_write_failure_keeps_the_old_file_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    out = tmp_path / "grades.csv"
+    out.write_text("old\n", encoding="utf-8")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        write_csv(out, [SubmissionGrade("a", "a.ipynb", "01_feature_extraction", [])])
+    assert out.read_text(encoding="utf-8") == "old\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["grades.csv"]
+
+
+def test_student_ids_come_from_file_names_or_first_subfolder(tmp_path):
+    (tmp_path / "subs" / "bob" / "deep").mkdir(parents=True)
+    (tmp_path / "subs" / ".ipynb_checkpoints").mkdir()
+    for rel in ("alice.ipynb", "bob/deep/lesson.ipynb", ".ipynb_checkpoints/alice-checkpoint.ipynb"):
+        (tmp_path / "subs" / rel).write_text("{}", encoding="utf-8")
+    (tmp_path / "carol.ipynb").write_text("{}", encoding="utf-8")
+    found = find_submissions([tmp_path / "subs", tmp_path / "carol.ipynb"])
+    assert [(s, p.relative_to(tmp_path).as_posix()) for s, p in found] == [
+        ("alice", "subs/alice.ipynb"), ("bob", "subs/bob/deep/lesson.ipynb"), ("carol", "carol.ipynb")]
+
+
+def test_duplicate_students_and_missing_paths_are_usage_errors(tmp_path, capsys):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    (tmp_path / "a" / "x.ipynb").write_text("{}", encoding="utf-8")
+    (tmp_path / "b" / "x.ipynb").write_text("{}", encoding="utf-8")
+    with pytest.raises(ValueError, match="several notebooks for the same student"):
+        find_submissions([tmp_path / "a", tmp_path / "b"])
+    assert grade_main([str(tmp_path / "nope"), "--out", str(tmp_path / "g.csv")]) == 2
+    assert "submission path" in capsys.readouterr().err and not (tmp_path / "g.csv").exists()
+    assert grade_main([str(tmp_path / "a"), "--lesson", "05_nope", "--out", str(tmp_path / "g.csv")]) == 2
+    assert "unknown lesson '05_nope'" in capsys.readouterr().err
+
+
+def test_worker_past_the_hard_limit_is_killed_with_its_kernel(tmp_path):
+    child = (
+        "import subprocess, sys, time\n"
+        "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)\n"
+        "open('kernel.pid', 'w').write(str(p.pid))\n"
+        "time.sleep(120)\n"
+    )
+    started = time.monotonic()
+    result, reason = _run_worker([sys.executable, "-c", child], tmp_path, hard_limit=3, env=dict(os.environ))
+    assert result is None and reason == "grading took longer than the hard limit of 3 s and was stopped"
+    assert time.monotonic() - started < 30
+    kernel = int((tmp_path / "kernel.pid").read_text())
+    deadline = time.monotonic() + 10
+    while _alive(kernel) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(kernel)
+
+
+def test_worker_that_dies_without_a_result_gives_a_reason(tmp_path):
+    result, reason = _run_worker([sys.executable, "-c", "import os; print('bad news'); os._exit(3)"], tmp_path, hard_limit=60, env=dict(os.environ))
+    assert result is None
+    assert reason == "the grading process ended without a result (exit status 3: the process exited, e.g. os._exit() or exit from a thread): bad news"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+def test_bad_grading_options_are_rejected_before_anything_runs(tmp_path):
+    from labkit.grading.grade import grade_notebook
+
+    path = _write(tmp_path, "a", _submissions()["bare_json"])
+    with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
+        grade([path], out=tmp_path / "g.csv", lesson="01_feature_extraction", workers=0)
+    with pytest.raises(ValueError, match="cell_timeout must be a positive number of seconds, got 0"):
+        grade_notebook(path, lesson="01_feature_extraction", cell_timeout=0)
+    with pytest.raises(FileNotFoundError, match="checks file .*nope.py does not exist"):
+        grade_notebook(path, lesson="01_feature_extraction", checks_path=tmp_path / "nope.py")
+    with pytest.raises(ValueError, match="no submission names a known lesson in its metadata; pass the lesson"):
+        grade([path], out=tmp_path / "g.csv")
+    assert not (tmp_path / "g.csv").exists()
