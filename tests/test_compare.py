@@ -1,0 +1,130 @@
+"""labkit.compare: every strategy on the same data, one table and one chart."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torchvision
+from matplotlib.figure import Figure
+from torch.utils.data import DataLoader, TensorDataset
+
+from labkit.compare import STRATEGIES, Comparison, compare_strategies
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """On a small shared machine two OpenMP threads spin against each other; one is faster."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def data(n=24, classes=3, size=16):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(n) % classes
+    x = torch.randn(n, 3, size, size, generator=g) * 0.5
+    x[torch.arange(n), y] += 1.0
+    ds = TensorDataset(x, y)
+    return DataLoader(ds, batch_size=8, shuffle=True), DataLoader(ds, batch_size=24)
+
+
+class CountingBuilder:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self):
+        self.calls += 1
+        return torchvision.models.resnet18(weights=None)
+
+
+@pytest.fixture(scope="module")
+def comparison():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    build = CountingBuilder()
+    train, val = data()
+    result = compare_strategies(build, train, val, epochs=2, lr=1e-3, device="cpu", progress=False)
+    torch.set_num_threads(before)
+    return result, build
+
+
+def test_compare_strategies_runs_each_strategy_on_a_fresh_model(comparison):
+    result, build = comparison
+    assert isinstance(result, Comparison)
+    assert [r["strategy"] for r in result.rows] == list(STRATEGIES)
+    assert build.calls == len(STRATEGIES)
+    assert set(result.histories) == set(STRATEGIES)
+    assert all(len(h) == 2 for h in result.histories.values())
+
+
+def test_compare_strategies_counts_trainable_parameters_per_strategy(comparison):
+    result, _ = comparison
+    resnet = torchvision.models.resnet18(weights=None)
+    total = sum(p.numel() for p in resnet.parameters()) - 1000 * 513 + 3 * 513
+    head = 3 * 513
+    layer4 = sum(p.numel() for p in resnet.layer4.parameters())
+    trainable = {r["strategy"]: r["trainable_params"] for r in result.rows}
+    assert trainable == {"cached": head, "frozen": head, "partial": layer4 + head, "full": total,
+                         "discriminative": total}
+    assert all(r["total_params"] == total for r in result.rows)
+    assert result["frozen"]["trainable_fraction"] == pytest.approx(head / total)
+
+
+def test_compare_strategies_fills_times_memory_and_accuracy(comparison):
+    result, _ = comparison
+    for row in result.rows:
+        assert row["s_per_epoch"] > 0 and row["peak_mem_mb"] > 0
+        assert row["total_s"] >= 2 * row["s_per_epoch"]
+        assert 0.0 <= row["best_val_acc"] <= 1.0
+        assert (row["setup_s"] > 0) == (row["strategy"] == "cached")
+    assert result.meta["epochs"] == 2 and result.meta["device"] == "cpu"
+
+
+def test_comparison_prints_a_table_plots_bars_and_serialises(comparison):
+    result, _ = comparison
+    assert repr(result).splitlines()[0] == "Comparison: 2 epochs on cpu"
+    lines = str(result).splitlines()
+    assert lines[0].split()[:3] == ["strategy", "trainable", "trainable"]
+    assert [line.split()[0] for line in lines[2:]] == list(STRATEGIES)
+    fig = result.plot()
+    assert isinstance(fig, Figure)
+    assert [ax.get_title() for ax in fig.axes] == [
+        "seconds per epoch", "total seconds (setup + epochs)", "best validation accuracy"]
+    assert len(fig.axes[0].patches) == len(STRATEGIES)
+    doc = json.loads(json.dumps(result.to_dict()))
+    assert [r["strategy"] for r in doc["rows"]] == list(STRATEGIES)
+
+
+def test_compare_strategies_partial_from_an_earlier_stage():
+    train, _ = data(n=8)
+    result = compare_strategies(lambda: torchvision.models.resnet18(weights=None), train, epochs=1,
+                                strategies=("partial",), partial_from="layer3", device="cpu", progress=False)
+    resnet = torchvision.models.resnet18(weights=None)
+    expected = sum(p.numel() for p in resnet.layer3.parameters()) + sum(
+        p.numel() for p in resnet.layer4.parameters()) + 3 * 513
+    assert result["partial"]["trainable_params"] == expected
+    assert result["partial"]["best_val_acc"] is None  # no validation data given
+
+
+def test_compare_strategies_rejects_bad_arguments_before_training():
+    train, val = data(n=8)
+    build = CountingBuilder()
+    with pytest.raises(ValueError, match=r"unknown: 'frozen_head'.*strategies=\('frozen', 'full'\)"):
+        compare_strategies(build, train, strategies=("frozen_head",))
+    with pytest.raises(ValueError, match="epochs: expected an int >= 1, got 0"):
+        compare_strategies(build, train, epochs=0)
+    with pytest.raises(TypeError, match="function that builds a fresh model"):
+        compare_strategies(torchvision.models.resnet18(weights=None), train)
+    with pytest.raises(ValueError, match="lrs: expected keys"):
+        compare_strategies(build, train, lrs={"fast": 1.0})
+    assert build.calls == 0
+
+
+def test_compare_strategies_rejects_a_model_fn_that_returns_the_same_model():
+    train, _ = data(n=8)
+    shared = torchvision.models.resnet18(weights=None)
+    with pytest.raises(ValueError, match="fresh model on every call, got the same object twice"):
+        compare_strategies(lambda: shared, train, epochs=1, strategies=("frozen", "full"), device="cpu",
+                           progress=False)
