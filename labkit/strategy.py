@@ -117,7 +117,11 @@ def plot_plane(points: dict[str, tuple[int, float]] | None = None, *, ax=None):
     for label, (n, gap) in points.items():
         _check(n, gap)
     if ax is None:
-        fig, ax = plt.subplots(figsize=(7, 4.5))
+        # Made through pyplot for the inline backend, then released, so the returned Figure
+        # shows exactly once (as the last line of a cell) and figures never pile up.
+        fig = plt.figure(figsize=(7, 4.5))
+        plt.close(fig)
+        ax = fig.subplots()
     else:
         fig = ax.figure
     lo, hi = 10, 10_000_000
