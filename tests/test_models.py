@@ -168,9 +168,10 @@ def test_pretrained_conv1_is_more_gabor_like_than_random():
 
 
 def test_frozen_pretrained_micro_backbone_beats_training_from_scratch():
+    # measured when the weights were committed: frozen 0.66, scratch 0.28 (20 images per class, 6 epochs)
     result = measure_transfer_gap(dataset="objects", per_class=20, epochs=6)
-    assert result["frozen"] > 0.6
-    assert result["frozen"] - result["scratch"] >= 0.15, result
+    assert result["frozen"] > 0.5, result
+    assert result["frozen"] - result["scratch"] >= 0.20, result
 
 
 def test_recorded_figures_match_the_metadata():
