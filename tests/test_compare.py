@@ -12,13 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from labkit.compare import STRATEGIES, Comparison, compare_strategies
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """On a small shared machine two OpenMP threads spin against each other; one is faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def data(n=24, classes=3, size=16):

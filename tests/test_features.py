@@ -15,13 +15,7 @@ from labkit.heads import replace_head
 from labkit.train import fit
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """On a small shared machine two OpenMP threads spin against each other; one is faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def blobs(n, classes=3, size=32, seed=0):

@@ -43,12 +43,16 @@ def test_every_lesson_names_its_lesson_and_has_exercises_with_checks():
             assert code[i + 1].lstrip().startswith("check(") or "check(" in code[i + 1], (path.name, code[i + 1])
 
 
-def test_no_lesson_uses_star_imports_and_markdown_precedes_code():
+def test_no_star_imports_and_a_markdown_line_before_each_code_cell():
     for path in _lessons():
         nb = nbformat.read(path, as_version=4)
         for prev, cell in zip(nb.cells, nb.cells[1:]):
-            if cell.cell_type == "code":
-                assert "import *" not in cell.source, path.name
+            if cell.cell_type != "code":
+                continue
+            assert "import *" not in cell.source, path.name
+            follows_exercise = "### END SOLUTION" in prev.source and "check(" in cell.source
+            follows_setup = prev is nb.cells[1]  # the imports cell right after the setup cell
+            assert prev.cell_type == "markdown" or follows_exercise or follows_setup, (path.name, cell.source[:80])
         assert nb.cells[-1].cell_type == "markdown"
 
 

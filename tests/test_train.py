@@ -25,13 +25,7 @@ from labkit.train import (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """On a small shared machine two OpenMP threads spin against each other; one is faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def blobs(n=96, classes=3, size=8, seed=0):
