@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from labkit.grading.checks import EXERCISES, LESSONS, exercises_for
+from labkit.grading.release import _write_atomic
 from labkit.grading.runner import CHECKS_PATH, describe_exit, worker_command
 
 __all__ = [
@@ -447,20 +448,6 @@ def write_csv(path: str | Path, submissions: Sequence[SubmissionGrade]) -> None:
         total_note = total_note if len(total_note) <= 500 else total_note[:499] + "…"
         writer.writerow([sub.student, TOTAL, f"{sub.total:g}", f"{sub.max_total:g}", total_note, "error" if sub.problem else "graded"])
     _write_atomic(path, buf.getvalue())
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def summarize(submissions: Sequence[SubmissionGrade], *, lesson: str) -> str:
