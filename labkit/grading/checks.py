@@ -1565,7 +1565,7 @@ def _misuse(exercise: Exercise, obj: Any) -> dict | None:
     try:
         signature.bind(*exercise.params)
     except TypeError:
-        return {"misuse": "signature", "signature": _short(str(signature), 80)}
+        return {"misuse": "signature", "signature": _clip(str(signature), 80)}
     return None
 
 
