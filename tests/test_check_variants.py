@@ -1,6 +1,7 @@
 """The variant table: many correct and wrong answers per exercise, written as learners would.
 
-Every correct variant must pass (public cases, and hidden cases drawn from a fixed rng); every
+Every correct variant must pass the public cases (and hidden cases drawn from a fixed rng: all
+variants of the cheap exercises, the first four of those that build models); every
 wrong variant must fail the public check with the hint that names its mistake.
 
 Run as a script to count how many wrong variants another copy of checks.py lets through::
@@ -1372,10 +1373,16 @@ def test_every_exercise_has_many_correct_and_wrong_variants():
         assert len(C[exercise_id]) >= 4 and len(W[exercise_id]) >= 10, exercise_id
 
 
+CHEAP = ("02.to_display", "03.conv1_drift", "04.choose_strategy", "04.scenario_answers")
+HIDDEN_TOO = {(e, label) for e, rows in C.items() for label, _obj in rows[:4]}  # the rest: public cases only, for speed
+
+
 @pytest.mark.parametrize(("exercise_id", "label", "answer"), CORRECT, ids=[f"{e}:{lab}" for e, lab, _ in CORRECT])
 def test_correct_variant_passes_public_and_hidden_cases(exercise_id, label, answer):
     public = run_check(exercise_id, answer)
     assert public.passed, public
+    if (exercise_id, label) not in HIDDEN_TOO and exercise_id not in CHEAP:
+        return
     specs = [s for s in EXERCISES[exercise_id].cases(hidden=True, rng=random.Random(17)) if s.get("hidden")]
     hidden = run_judge(exercise_id, specs, run_observe(exercise_id, answer, specs))
     assert hidden.passed, hidden
