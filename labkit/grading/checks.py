@@ -1572,6 +1572,8 @@ def _misuse(exercise: Exercise, obj: Any) -> dict | None:
 def _observe_one(exercise: Exercise, obj: Any, spec: dict) -> dict:
     if obj is MISSING:
         return {"not_attempted": True, "missing": True}
+    if obj is None and exercise.params:
+        return {"not_attempted": True}
     misuse = _misuse(exercise, obj)
     if misuse is not None:
         return misuse
