@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -88,7 +89,7 @@ def weights_table(*, builders: Iterable[str] | None = None, dataset: str = "Imag
         dataset: whose ``_metrics`` to read (torchvision's classification weights report ImageNet-1K).
 
     Returns:
-        one dict per weight, ordered by builder name then weight, with keys ``weights``
+        one dict per weight that reports an accuracy, ordered by builder name then weight, with keys ``weights``
         ("ResNet50_Weights.IMAGENET1K_V2"), ``builder``, ``family``, ``default`` (is it
         ``.DEFAULT``), ``acc@1`` and ``acc@5`` (%), ``params_m`` (millions), ``gflops``,
         ``file_mb``, ``crop`` and ``resize`` (pixels).
@@ -118,8 +119,8 @@ def weights_table(*, builders: Iterable[str] | None = None, dataset: str = "Imag
         default = enum.DEFAULT
         for w in enum:
             metrics = w.meta.get("_metrics", {}).get(dataset)
-            if metrics is None:
-                continue
+            if metrics is None or not math.isfinite(float(metrics.get("acc@1", math.nan))):
+                continue  # e.g. VGG16_Weights.IMAGENET1K_FEATURES: a feature extractor with no accuracy
             preset = w.transforms()
             rows.append({
                 "weights": str(w),
@@ -177,7 +178,10 @@ def format_table(rows: Sequence[dict], *, columns: Sequence[str] | None = None, 
         if isinstance(value, bool):
             return "yes" if value else ""
         if isinstance(value, float):
-            return _FORMATS.get(key, "{:.3g}").format(value)
+            if key in _FORMATS:
+                return _FORMATS[key].format(value)
+            size = abs(value)
+            return f"{value:.0f}" if size >= 100 else f"{value:.1f}" if size >= 10 else f"{value:.2f}"
         return str(value)
 
     cells = [cols] + [[cell(c, r.get(c)) for c in cols] for r in rows]
