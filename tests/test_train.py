@@ -134,6 +134,23 @@ def test_fit_steps_the_scheduler_once_per_epoch():
     assert history["lr"] == pytest.approx([0.1, 0.05, 0.025])
 
 
+def test_history_records_the_rate_of_every_param_group_by_name():
+    train, _ = loaders()
+    model = tiny_net()
+    body = [p for name, p in model.named_parameters() if not name.startswith(tiny_head_prefix(model))]
+    head = [p for name, p in model.named_parameters() if name.startswith(tiny_head_prefix(model))]
+    opt = torch.optim.SGD([{"params": body, "lr": 0.01, "name": "body"}, {"params": head, "lr": 0.1}], lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    history = fit(model, train, optimizer=opt, epochs=2, device="cpu", scheduler=sched)
+    assert history["lrs"] == [{"body": 0.01, "group1": 0.1}, {"body": 0.005, "group1": 0.05}]
+    assert history["lr"] == [0.01, 0.005]  # the first group's, as before
+
+
+def tiny_head_prefix(model):
+    last = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    return last + "."
+
+
 def test_fit_steps_a_per_batch_scheduler_after_every_optimizer_step():
     train, _ = loaders()  # 96 images, batch 16: 6 steps per epoch
     model = tiny_net()
