@@ -31,7 +31,6 @@ from labkit._env import progress_enabled
 from labkit._tables import format_cell, render_table
 from labkit.device import resolve_device
 from labkit.features import extract_features, fit_head, split_head
-from labkit.heads import get_head
 from labkit.history import History
 from labkit.measure import MB, PeakMemory
 from labkit.seed import seed_everything
@@ -71,7 +70,7 @@ class Comparison:
     ``seeds``. With several seeds, the numbers in a row are means over seeds and ``runs``
     holds one row per (strategy, seed). ``histories`` holds each strategy's History for the
     first seed, ``all_histories`` one per seed, ``models`` the trained models of the first seed
-    (with ``return_models=True``).
+    (with ``return_models=True``; for ``cached_features``, ``nn.Sequential(backbone, head)``).
     """
 
     rows: list[dict] = field(default_factory=list)
@@ -213,11 +212,10 @@ def _fresh_model(model_fn, previous) -> nn.Module:
 
 def _run_cached(model, groups, train_loader, val_loader, *, optimizer_fn, epochs, num_classes, dev, amp,
                 seed, progress):
-    """Extract features once, then train the head on them; the trained head goes back into ``model``.
+    """Extract features once, then train the head on them.
 
-    Returns (head, history, setup seconds, peak MB).
+    Returns (the classifier ``nn.Sequential(backbone, head)``, history, setup seconds, peak MB).
     """
-    path = next(name for name, m in model.named_modules() if m is get_head(model))
     backbone, head = split_head(model)
     tracker = PeakMemory(dev)
     t0 = time.perf_counter()
@@ -232,9 +230,7 @@ def _run_cached(model, groups, train_loader, val_loader, *, optimizer_fn, epochs
         feats, val_feats, head=head, num_classes=num_classes, optimizer=optimizer_fn(groups), epochs=epochs,
         batch_size=getattr(train_loader, "batch_size", None) or 32, device=dev, seed=seed, progress=progress,
     )
-    parent, _, leaf = path.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, head)
-    return head, history, setup, max([setup_peak] + history["peak_mem_mb"])
+    return nn.Sequential(backbone, head), history, setup, max([setup_peak] + history["peak_mem_mb"])
 
 
 def _summary(name: str, seed: int, history: History, trainable: int, total_params: int, setup: float,
@@ -377,17 +373,15 @@ def compare_strategies(
             model.to(dev)
             _reseed(run_seed, generators)  # the same data order, whatever the surgery drew
             if STRATEGY_TABLE[name].cached:
-                head, history, setup, peak = _run_cached(
+                model, history, setup, peak = _run_cached(
                     model, groups, train_loader, val_loader, optimizer_fn=optimizer_fn, epochs=epochs,
                     num_classes=num_classes, dev=dev, amp=amp, seed=run_seed, progress=progress)
-                trainable = sum(p.numel() for p in head.parameters())
-                total_params = sum(p.numel() for p in model.parameters())
             else:
                 history = fit(model, train_loader, val_loader, optimizer=optimizer_fn(groups), epochs=epochs,
                               device=dev, amp=amp, num_classes=num_classes, progress=progress)
                 setup, peak = 0.0, max(history["peak_mem_mb"])
-                trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-                total_params = sum(p.numel() for p in model.parameters())
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            total_params = sum(p.numel() for p in model.parameters())
             run = _summary(name, run_seed, history, trainable, total_params, setup,
                            time.perf_counter() - t0, peak, rate)
             result.runs.append(run)
