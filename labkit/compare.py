@@ -233,6 +233,36 @@ def _run_cached(model, groups, train_loader, val_loader, *, optimizer_fn, epochs
     return nn.Sequential(backbone, head), history, setup, max([setup_peak] + history["peak_mem_mb"])
 
 
+def _train(model, name, groups, train_loader, val_loader, *, optimizer_fn, epochs, num_classes, dev, amp, seed,
+           progress):
+    """Train one set-up strategy. Returns (trained classifier, history, setup seconds, peak MB)."""
+    if STRATEGY_TABLE[name].cached:
+        return _run_cached(model, groups, train_loader, val_loader, optimizer_fn=optimizer_fn, epochs=epochs,
+                           num_classes=num_classes, dev=dev, amp=amp, seed=seed, progress=progress)
+    history = fit(model, train_loader, val_loader, optimizer=optimizer_fn(groups), epochs=epochs,
+                  device=dev, amp=amp, num_classes=num_classes, progress=progress)
+    return model, history, 0.0, max(history["peak_mem_mb"])
+
+
+def _one_line(run: dict) -> str:
+    acc = f", final val acc {run['final_val_acc']:.3f}" if run["final_val_acc"] is not None else ""
+    return (f"{STRATEGY_TABLE[run['strategy']].label} (seed {run['seed']}): {run['s_per_epoch']:.2f} s/epoch, "
+            f"{run['total_s']:.1f} s total{acc}")
+
+
+def _data_classes(train_loader, num_classes: int | None) -> int:
+    if num_classes is not None:
+        return num_classes
+    found = count_classes(train_loader)
+    if found is None:
+        raise ValueError(
+            f"num_classes: could not read the number of classes from the training data "
+            f"({type(getattr(train_loader, 'dataset', train_loader)).__name__} has no .classes, "
+            f".targets or label tensor). Fix: pass num_classes=..."
+        )
+    return found
+
+
 def _summary(name: str, seed: int, history: History, trainable: int, total_params: int, setup: float,
              total: float, peak: float, lr: float) -> dict:
     val = history["val_acc"]
@@ -342,14 +372,7 @@ def compare_strategies(
     seeds = [seed] if seeds is None else [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds: expected at least one seed, got none. Fix: seeds=range(3).")
-    if num_classes is None:
-        num_classes = count_classes(train_loader)
-        if num_classes is None:
-            raise ValueError(
-                f"num_classes: could not read the number of classes from the training data "
-                f"({type(getattr(train_loader, 'dataset', train_loader)).__name__} has no .classes, "
-                f".targets or label tensor). Fix: pass num_classes=..."
-            )
+    num_classes = _data_classes(train_loader, num_classes)
     dev = resolve_device(device)
     if optimizer_fn is None:
         def optimizer_fn(groups):
@@ -372,14 +395,9 @@ def compare_strategies(
                                     decay=decay, weight_decay=weight_decay, partial_from=partial_from)
             model.to(dev)
             _reseed(run_seed, generators)  # the same data order, whatever the surgery drew
-            if STRATEGY_TABLE[name].cached:
-                model, history, setup, peak = _run_cached(
-                    model, groups, train_loader, val_loader, optimizer_fn=optimizer_fn, epochs=epochs,
-                    num_classes=num_classes, dev=dev, amp=amp, seed=run_seed, progress=progress)
-            else:
-                history = fit(model, train_loader, val_loader, optimizer=optimizer_fn(groups), epochs=epochs,
-                              device=dev, amp=amp, num_classes=num_classes, progress=progress)
-                setup, peak = 0.0, max(history["peak_mem_mb"])
+            model, history, setup, peak = _train(
+                model, name, groups, train_loader, val_loader, optimizer_fn=optimizer_fn, epochs=epochs,
+                num_classes=num_classes, dev=dev, amp=amp, seed=run_seed, progress=progress)
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             total_params = sum(p.numel() for p in model.parameters())
             run = _summary(name, run_seed, history, trainable, total_params, setup,
@@ -390,9 +408,7 @@ def compare_strategies(
             if return_models and run_seed == seeds[0]:
                 result.models[name] = model
             if progress_enabled(progress):
-                acc = f", final val acc {run['final_val_acc']:.3f}" if run["final_val_acc"] is not None else ""
-                print(f"{STRATEGY_TABLE[name].label} (seed {run_seed}): {run['s_per_epoch']:.2f} s/epoch, "
-                      f"{run['total_s']:.1f} s total{acc}")
+                print(_one_line(run))
             del history
     for name in strategies:
         result.rows.append(_mean_row([r for r in result.runs if r["strategy"] == name]))

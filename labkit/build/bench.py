@@ -131,17 +131,78 @@ def _rss_mb() -> float | None:
         return None
 
 
+def _forward_seconds(net: nn.Module, loader, dev, amp_cfg, channels_last: bool, batches: int | None = None) -> float:
+    """Seconds for one inference pass (eval mode, inference_mode) over the loader."""
+    from labkit.measure import Stopwatch
+
+    was_training = net.training
+    net.eval()
+    with Stopwatch(dev) as clock, torch.inference_mode():
+        for i, (x, _) in enumerate(loader):
+            if batches is not None and i >= batches:
+                break
+            x = x.to(dev, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with amp_cfg.autocast(dev):
+                net(x)
+    net.train(was_training)
+    return clock.seconds
+
+
+def _time_cached(model, groups, loader, cfg: dict, dev, amp, amp_cfg, channels_last: bool) -> tuple[dict, object]:
+    """Extract once, train the head on the features; bracketed by a reference forward pass before and after."""
+    from labkit.features import extract_features, fit_head, split_head
+    from labkit.measure import MB, PeakMemory
+
+    backbone, head = split_head(model)
+    reference_before = _forward_seconds(backbone, loader, dev, amp_cfg, channels_last)
+    tracker = PeakMemory(dev)
+    tracker.start()
+    t0 = time.perf_counter()
+    feats = extract_features(backbone, loader, device=dev, amp=amp, channels_last=channels_last, progress=False)
+    extract_s = time.perf_counter() - t0
+    extract_peak = tracker.stop() / MB
+    optimizer = torch.optim.SGD(groups, lr=cfg["lr"], momentum=0.9)
+    _, history = fit_head(
+        feats, head=head, num_classes=cfg["classes"], optimizer=optimizer, epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"], device=dev, progress=False,
+    )
+    total_s = time.perf_counter() - t0
+    # The reference pass runs once before and once after, so that a machine getting busier
+    # or quieter during the run does not favour either side of the ratio.
+    reference_after = _forward_seconds(backbone, loader, dev, amp_cfg, channels_last)
+    return {
+        "total_s": total_s,
+        "one_forward_pass_s": (reference_before + reference_after) / 2,
+        "one_forward_pass_runs_s": [reference_before, reference_after],
+        "extract_s": extract_s,
+        "head_epochs_s": history.total_seconds,
+        "peak_mem_mb": max([extract_peak] + history["peak_mem_mb"]),
+        "memory_kind": tracker.kind,
+    }, history
+
+
+def _time_images(model, groups, loader, cfg: dict, dev, amp, channels_last: bool) -> tuple[dict, object]:
+    """Train on images with fit; the whole run's seconds and peak memory."""
+    from labkit.train import fit
+
+    optimizer = torch.optim.SGD(groups, lr=cfg["lr"], momentum=0.9)
+    t0 = time.perf_counter()
+    history = fit(model, loader, optimizer=optimizer, epochs=cfg["epochs"], device=dev, amp=amp,
+                  channels_last=channels_last, progress=False)
+    return {"total_s": time.perf_counter() - t0, "peak_mem_mb": max(history["peak_mem_mb"]),
+            "memory_kind": history.meta["memory_kind"]}, history
+
+
 def run_strategy(strategy: str, cfg: dict) -> dict:
     """Time one strategy in this process and return its measurements (a JSON-ready dict)."""
     import torchvision
 
     from labkit._env import peak_rss_mb
-    from labkit.device import loader_kwargs, resolve_amp, resolve_device, synchronize
-    from labkit.features import extract_features, fit_head, split_head
-    from labkit.measure import MB, PeakMemory
+    from labkit.device import loader_kwargs, resolve_amp, resolve_device
     from labkit.seed import seed_everything
     from labkit.strategy import apply_strategy
-    from labkit.train import fit
 
     if strategy not in BENCH_STRATEGIES:
         raise ValueError(f"strategy: expected one of {', '.join(BENCH_STRATEGIES)}, got {strategy!r}.")
@@ -163,71 +224,21 @@ def run_strategy(strategy: str, cfg: dict) -> dict:
     if channels_last:
         model.to(memory_format=torch.channels_last)
 
-    def forward_pass(net: nn.Module, batches: int | None = None) -> float:
-        """Seconds for one inference pass (eval mode, inference_mode) over the loader."""
-        was_training = net.training
-        net.eval()
-        synchronize(dev)
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            for i, (x, _) in enumerate(loader):
-                if batches is not None and i >= batches:
-                    break
-                x = x.to(dev, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with amp_cfg.autocast(dev):
-                    net(x)
-        synchronize(dev)
-        net.train(was_training)
-        return time.perf_counter() - t0
-
-    warmup_s = forward_pass(model, batches=1)  # same one-off start-up cost excluded for every strategy
-    result: dict = {"strategy": strategy, "warmup_s": warmup_s}
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    result["trainable_params"] = trainable
-    result["total_params"] = sum(p.numel() for p in model.parameters())
-    result["rss_before_mb"] = _rss_mb()
-
+    result: dict = {
+        "strategy": strategy,
+        # the same one-off start-up cost, excluded for every strategy
+        "warmup_s": _forward_seconds(model, loader, dev, amp_cfg, channels_last, batches=1),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "rss_before_mb": _rss_mb(),
+    }
     if strategy == "cached_features":
-        backbone, head = split_head(model)
-        reference_before = forward_pass(backbone)
-        tracker = PeakMemory(dev)
-        tracker.start()
-        t0 = time.perf_counter()
-        feats = extract_features(backbone, loader, device=dev, amp=amp, channels_last=channels_last, progress=False)
-        extract_s = time.perf_counter() - t0
-        extract_peak = tracker.stop() / MB
-        optimizer = torch.optim.SGD(groups, lr=cfg["lr"], momentum=0.9)
-        _, history = fit_head(
-            feats, head=head, num_classes=cfg["classes"], optimizer=optimizer, epochs=cfg["epochs"],
-            batch_size=cfg["batch_size"], device=dev, progress=False,
-        )
-        total_s = time.perf_counter() - t0
-        # The reference pass runs once before and once after, so that a machine getting busier
-        # or quieter during the run does not favour either side of the ratio.
-        reference_after = forward_pass(backbone)
-        result.update({
-            "one_forward_pass_s": (reference_before + reference_after) / 2,
-            "one_forward_pass_runs_s": [reference_before, reference_after],
-            "extract_s": extract_s,
-            "head_epochs_s": history.total_seconds,
-            "peak_mem_mb": max([extract_peak] + history["peak_mem_mb"]),
-            "memory_kind": tracker.kind,
-        })
+        measured, history = _time_cached(model, groups, loader, cfg, dev, amp, amp_cfg, channels_last)
     else:
-        optimizer = torch.optim.SGD(groups, lr=cfg["lr"], momentum=0.9)
-        t0 = time.perf_counter()
-        history = fit(
-            model, loader, optimizer=optimizer, epochs=cfg["epochs"], device=dev, amp=amp,
-            channels_last=channels_last, progress=False,
-        )
-        total_s = time.perf_counter() - t0
-        result.update({"peak_mem_mb": max(history["peak_mem_mb"]), "memory_kind": history.meta["memory_kind"]})
-
+        measured, history = _time_images(model, groups, loader, cfg, dev, amp, channels_last)
+    result.update(measured)
     seconds = history["seconds"]
     result.update({
-        "total_s": total_s,
         "epoch_seconds": seconds,
         "s_per_epoch": sum(seconds) / len(seconds),
         "images_per_sec": cfg["images"] * len(seconds) / sum(seconds),
