@@ -426,3 +426,25 @@ print(with_alloc - without)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert int(float(done.stdout.split()[-1])) > 128 * 2**20
+
+
+def test_the_grad_scaler_is_off_without_fp16_cuda_and_then_steps_like_the_plain_optimizer():
+    from labkit.device import grad_scaler
+
+    scaler = grad_scaler(resolve_amp(torch.device("cpu"), "bf16"))
+    assert not scaler.is_enabled()
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model.weight.detach().clone()
+    scaler.scale(model(torch.ones(1, 2)).sum()).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert torch.allclose(model.weight, before - 0.1)  # d(sum)/dw = 1 for each weight
+
+
+def test_stopwatch_times_a_block_on_the_device():
+    from labkit.measure import Stopwatch
+
+    with Stopwatch("cpu") as clock:
+        torch.ones(100, 100).sum()
+    assert clock.seconds > 0
