@@ -11,7 +11,7 @@ and which weights are in use.
 The micro-backbone is a torchvision ``ResNet`` (one BasicBlock per stage, 64x64 inputs) with
 ResNet-18's module names and widths (``conv1`` 64x3x7x7, ``bn1``, ``layer1``..``layer4``,
 ``fc`` on 512 features), pretrained by ``python -m labkit pretrain`` on synthetic scenes
-(see ``labkit.synth``). Its weights file sits in ``labkit/weights/`` with a JSON file that
+(see ``labkit.build.synth``). Its weights file sits in ``labkit/weights/`` with a JSON file that
 holds its sha256, preprocessing, pretraining recipe and measured figures.
 """
 from __future__ import annotations
