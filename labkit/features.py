@@ -280,9 +280,9 @@ def split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     ready for :func:`extract_features`, and the head is ready for :func:`fit_head`.
 
     Example:
-        >>> backbone, head = split_head(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)))
-        >>> backbone[1], head
-        (Identity(), Linear(in_features=12, out_features=3, bias=True))
+        >>> backbone, head = split_head(torchvision.models.resnet18(weights=None))
+        >>> backbone.fc, head
+        (Identity(), Linear(in_features=512, out_features=1000, bias=True))
     """
     head = get_head(model)
     if not isinstance(head, nn.Linear):
