@@ -19,7 +19,7 @@ COMMANDS = {
     # course-building tools (labkit.build): for maintainers, not for learners
     "bench": ("labkit.build.bench", "main", "time full_finetune vs feature_extraction vs cached_features"),
     "pretrain": ("labkit.build.pretrain", "main", "pretrain the bundled micro-backbone on synthetic images"),
-    "make-datasets": ("labkit.build.synth", "datasets_main", "regenerate the bundled datasets in datasets/"),
+    "make-datasets": ("labkit.build", "make_datasets_main", "regenerate the bundled datasets in datasets/"),
 }
 
 

@@ -27,4 +27,14 @@ def test_every_command_points_at_a_function_and_build_tools_live_in_labkit_build
     for name, (module, func, _) in COMMANDS.items():
         assert callable(getattr(importlib.import_module(module), func)), name
     assert {COMMANDS[n][0] for n in ("bench", "pretrain", "make-datasets")} == {
-        "labkit.build.bench", "labkit.build.pretrain", "labkit.build.synth"}
+        "labkit.build.bench", "labkit.build.pretrain", "labkit.build"}
+
+
+def test_make_datasets_writes_to_the_checkouts_datasets_folder_by_default(monkeypatch):
+    from labkit.build import CHECKOUT_DATASETS, make_datasets_main, synth
+
+    seen = []
+    monkeypatch.setattr(synth, "datasets_main", lambda argv: seen.append(argv) or 0)
+    assert make_datasets_main(["cells"]) == 0 and make_datasets_main(["--root", "/tmp/x"]) == 0
+    assert seen == [["--root", str(CHECKOUT_DATASETS), "cells"], ["--root", "/tmp/x"]]
+    assert (CHECKOUT_DATASETS / "cells" / "README.md").is_file()
