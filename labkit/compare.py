@@ -54,6 +54,8 @@ _COLUMNS = [
 ]
 _NUMERIC = ("setup_s", "s_per_epoch", "total_s", "peak_mem_mb", "best_val_acc", "final_val_acc",
             "final_train_acc")
+_SUMMARY_KEYS = frozenset(("strategy", "seed", "trainable_params", "total_params", "trainable_fraction", "lr",
+                           *_NUMERIC))
 _OLD_NAMES = {"cached": "cached_features", "frozen": "feature_extraction", "partial": "partial_finetune",
               "full": "full_finetune", "discriminative": "discriminative_finetune"}
 
@@ -283,9 +285,20 @@ def _summary(name: str, seed: int, history: History, trainable: int, total_param
     }
 
 
+def _measured(measure: Callable[[nn.Module], dict], model: nn.Module, name: str) -> dict:
+    extra = measure(model)
+    if not isinstance(extra, dict) or not all(isinstance(k, str) for k in extra):
+        raise TypeError(f"measure must return a dict {{name: number}}, got {extra!r} for {name}.")
+    clash = sorted(set(extra) & _SUMMARY_KEYS)
+    if clash:
+        raise ValueError(f"measure returned {clash}, names compare_strategies already uses; rename them.")
+    return {key: float(value) for key, value in extra.items()}
+
+
 def _mean_row(runs: list[dict]) -> dict:
     row = {k: v for k, v in runs[0].items() if k != "seed"}
-    for key in _NUMERIC:
+    measured = [k for k in runs[0] if k not in _SUMMARY_KEYS]  # the keys `measure` added
+    for key in (*_NUMERIC, *measured):
         values = [r[key] for r in runs]
         row[key] = None if any(v is None for v in values) else statistics.fmean(values)
     row["seeds"] = [r["seed"] for r in runs]
@@ -312,6 +325,7 @@ def compare_strategies(
     seed: int = 0,
     seeds: Sequence[int] | None = None,
     return_models: bool = False,
+    measure: Callable[[nn.Module], dict] | None = None,
     progress: bool | None = None,
 ) -> Comparison:
     """Run several transfer strategies on the same data and epochs; compare time, memory, accuracy.
@@ -348,6 +362,8 @@ def compare_strategies(
         seeds: repeat everything once per seed (then rows hold means and
             :meth:`Comparison.per_seed` the values per seed); overrides ``seed``.
         return_models: keep the trained models in ``Comparison.models`` (first seed).
+        measure: called on every trained model; the numbers in the dict it returns join that
+            run's metrics (``measure=lambda m: {"drift": ...}`` makes ``per_seed("drift")`` work).
         progress: progress bars and one summary line per strategy.
 
     Example:
@@ -367,6 +383,9 @@ def compare_strategies(
         )
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}. Fix: epochs=3.")
+    if measure is not None and not callable(measure):
+        raise TypeError(f"measure: expected a function of the trained model returning {{name: number}}, "
+                        f"got {type(measure).__name__}.")
     lrs = dict(lrs or {})
     strategies = _check_names(strategies, lrs)
     seeds = [seed] if seeds is None else [int(s) for s in seeds]
@@ -402,6 +421,8 @@ def compare_strategies(
             total_params = sum(p.numel() for p in model.parameters())
             run = _summary(name, run_seed, history, trainable, total_params, setup,
                            time.perf_counter() - t0, peak, rate)
+            if measure is not None:
+                run.update(_measured(measure, model, name))
             result.runs.append(run)
             result.all_histories.setdefault(name, []).append(history)
             result.meta["memory_kind"] = history.meta.get("memory_kind")

@@ -161,3 +161,32 @@ def test_compare_strategies_repeats_over_seeds_and_hands_back_the_models():
     assert isinstance(model, torch.nn.Module) and model(torch.randn(2, 3, 16, 16)).shape == (2, 3)
     with pytest.raises(KeyError, match="no metric 'accuracy'"):
         result.per_seed("accuracy")
+
+
+def test_measure_adds_a_metric_to_every_run_and_per_seed():
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 2, (16,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8, shuffle=True,
+                                         generator=torch.Generator().manual_seed(0))
+    calls = []
+
+    def head_norm(model):
+        calls.append(model)
+        return {"head_norm": model.fc.weight.norm().item()}
+
+    result = compare_strategies(lambda: torchvision.models.resnet18(weights=None, num_classes=2), loader, loader,
+                                epochs=1, strategies=("feature_extraction",), num_classes=2, seeds=(0, 1),
+                                measure=head_norm, device="cpu", progress=False)
+    values = result.per_seed("head_norm")["feature_extraction"]
+    assert len(values) == 2 and len(calls) == 2
+    assert values[0] == pytest.approx(calls[0].fc.weight.norm().item())
+    assert result["feature_extraction"]["head_norm"] == pytest.approx(sum(values) / 2)
+
+
+def test_measure_that_reuses_a_built_in_name_is_refused():
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 2, (8,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    with pytest.raises(ValueError, match="already uses"):
+        compare_strategies(lambda: torchvision.models.resnet18(weights=None, num_classes=2), loader, loader,
+                           epochs=1, strategies=("feature_extraction",), num_classes=2,
+                           measure=lambda m: {"final_val_acc": 1.0}, device="cpu", progress=False)
