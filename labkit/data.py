@@ -48,6 +48,7 @@ __all__ = [
 BUNDLED = {
     "objects": "8 everyday objects on natural-looking backdrops, 72x72 colour (near the micro-backbone's pretraining)",
     "cells": "4 kinds of cell in greyscale microscopy-like fields, 72x72 (far from any pretraining)",
+    "slides": "4 white blood cell types on stained smears, 72x72, imbalanced, two scanners (lesson 05)",
 }
 #: torchvision datasets that :func:`load_torchvision_dataset` knows: name -> (class name, split map).
 TORCHVISION_DATASETS = {

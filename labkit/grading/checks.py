@@ -1518,6 +1518,7 @@ EXERCISES: dict[str, Exercise] = {
     ]
 }
 EXERCISES = {**{e.id: e for e in __import__("labkit.grading.checks_00", fromlist=["EXERCISES_00"]).EXERCISES_00}, **EXERCISES}  # lesson 00 (issue 14)
+EXERCISES.update({e.id: e for e in __import__("labkit.grading.checks_05", fromlist=["EXERCISES_05"]).EXERCISES_05})
 LESSONS: tuple[str, ...] = tuple(dict.fromkeys(e.lesson for e in EXERCISES.values()))
 
 
