@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageFilter
 
-from labkit.synth import _blob, _grid, _rng, _smooth_noise
+from labkit.build.synth import _blob, _grid, _rng, _smooth_noise
 
 __all__ = [
     "SLIDE_CLASSES",
