@@ -20,6 +20,7 @@ COMMANDS = {
     "bench": ("labkit.build.bench", "main", "time full_finetune vs feature_extraction vs cached_features"),
     "pretrain": ("labkit.build.pretrain", "main", "pretrain the bundled micro-backbone on synthetic images"),
     "make-datasets": ("labkit.build", "make_datasets_main", "regenerate the bundled datasets in datasets/"),
+    "probe": ("labkit.build.probe", "main", "score the micro-backbone's features on real images (digits)"),
 }
 
 

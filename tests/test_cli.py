@@ -31,10 +31,13 @@ def test_every_command_points_at_a_function_and_build_tools_live_in_labkit_build
 
 
 def test_make_datasets_writes_to_the_checkouts_datasets_folder_by_default(monkeypatch):
-    from labkit.build import CHECKOUT_DATASETS, make_datasets_main, synth
+    from labkit.build import CHECKOUT_DATASETS, make_datasets_main, medical, synth
 
-    seen = []
+    seen, slides = [], []
     monkeypatch.setattr(synth, "datasets_main", lambda argv: seen.append(argv) or 0)
+    monkeypatch.setattr(medical, "main", lambda argv: slides.append(argv) or 0)
     assert make_datasets_main(["cells"]) == 0 and make_datasets_main(["--root", "/tmp/x"]) == 0
     assert seen == [["--root", str(CHECKOUT_DATASETS), "cells"], ["--root", "/tmp/x"]]
+    assert slides == [["--root", "/tmp/x"]]  # all datasets when none is named, slides included
+    assert make_datasets_main(["slides"]) == 0 and len(seen) == 2 and slides[-1] == ["--root", str(CHECKOUT_DATASETS)]
     assert (CHECKOUT_DATASETS / "cells" / "README.md").is_file()

@@ -26,7 +26,6 @@ import argparse
 import json
 import math
 import platform
-import resource
 import sys
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from labkit._env import peak_rss_mb
 from labkit.build import synth
 from labkit.models import WEIGHTS_DIR, MicroResNet, sha256_of
 
@@ -295,7 +295,7 @@ def _pretrain(r: dict, log):
         "metrics": {"val_accuracy": history[-1]["val_accuracy"], "final_train_loss": history[-1]["train_loss"]},
         "history": history,
         "cost": {"wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
-                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)},
+                 "peak_rss_mb": round(peak_rss_mb() or 0, 1)},
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "machine": platform.machine(), "threads": torch.get_num_threads()},
     }

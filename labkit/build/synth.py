@@ -656,7 +656,7 @@ def datasets_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m labkit make-datasets", description=datasets_main.__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"datasets to write (default: all of {', '.join(DATASETS)})")
-    parser.add_argument("--root", default=str(Path(__file__).resolve().parent.parent / "datasets"),
+    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "datasets"),
                         help="folder that holds the datasets (default: the checkout's datasets/)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in DATASETS]
