@@ -93,3 +93,24 @@ def test_validate_real_lessons(capsys):
         pytest.skip("solutions/ has no lesson notebooks yet: nothing to validate")
     status = validate_main(["--solutions", str(ROOT / "solutions"), "--notebooks", str(ROOT / "notebooks"), "--workers", "2", "--no-progress"])
     assert status == 0, capsys.readouterr().out
+
+
+def test_validate_reads_typed_run_events_not_note_text(tmp_path, monkeypatch):
+    synthetic.write_solutions(tmp_path / "solutions", ["03_discriminative_lr"])
+    release(tmp_path / "solutions", tmp_path / "notebooks")
+    fake = _fake_grades({"solutions": (1.0, "passed"), "notebooks": (0.0, "not attempted")})
+
+    def with_events(path, **kwargs):
+        g = fake(path, **kwargs)
+        if Path(path).parent.name == "solutions":
+            g.events = [{"kind": "cell_error", "cell": 4, "ename": "ValueError", "evalue": "bad shape"}]
+            g.notes = ["nothing in this text says what went wrong"]  # the English is never parsed
+        else:
+            g.notes = ["cell 2 raised ValueError: only words, no event"]
+        return g
+
+    monkeypatch.setattr(validate_module, "grade_notebook", with_events)
+    report = validate(tmp_path / "solutions", tmp_path / "notebooks", progress=False)
+    assert not report.ok
+    assert f"✘ {tmp_path / 'solutions' / '03_discriminative_lr.ipynb'}: cell 4 raised ValueError: bad shape" in report.lines
+    assert f"✔ {tmp_path / 'notebooks' / '03_discriminative_lr.ipynb'}: 0/2 untouched (not attempted)" in report.lines

@@ -33,6 +33,10 @@ from __future__ import annotations
 
 import os
 import secrets
+try:
+    import resource
+except ImportError:  # Windows: no rlimits
+    resource = None  # type: ignore[assignment]
 import shutil
 import signal
 import subprocess
@@ -185,8 +189,8 @@ def _bwrap_args(bwrap: str, *, ro: Sequence[tuple[str, str]], env: dict, limits:
 # Limits and process tracking
 # ---------------------------------------------------------------------------------------
 def _set_rlimits(limits: Limits) -> None:
-    import resource
-
+    if resource is None:
+        return
     cpu = max(1, int(limits.cpu_time))
     for name, soft, hard in (
         ("RLIMIT_CPU", cpu, cpu + 5),
@@ -200,8 +204,7 @@ def _set_rlimits(limits: Limits) -> None:
 
 
 def _preexec(limits: Limits):
-    def fn() -> None:
-        os.setsid()
+    def fn() -> None:  # runs between fork and exec: system calls only, no imports or locks
         _set_rlimits(limits)
 
     return fn
@@ -398,7 +401,7 @@ def run(
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env if isolation.weak else {"PATH": "/usr/bin:/bin"},
-                                cwd=cwd if isolation.weak else "/", preexec_fn=_preexec(limits), close_fds=True)
+                                cwd=cwd if isolation.weak else "/", preexec_fn=_preexec(limits), start_new_session=True, close_fds=True)
     finally:
         if log_path:
             log.close()
