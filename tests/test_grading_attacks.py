@@ -12,6 +12,7 @@ import csv
 import json
 import os
 import secrets
+import shutil
 import sys
 import tempfile
 import textwrap
@@ -177,8 +178,9 @@ for pid in os.listdir("/proc"):
             cmdlines.append(open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\\0", b" ").decode())
         except Exception:
             pass
+found["notebook"] = "notebook: none"
 found["proc"] = "proc: " + " | ".join(c for c in cmdlines if "pytest" in c or ".ipynb" in c or ".csv" in c)[:150]
-for nb in glob.glob("/**/*.ipynb", recursive=True)[:50]:
+for nb in [p for top in ("/job", "/course", "/home", "/tmp", "/work", "/root") for p in glob.glob(top + "/**/*.ipynb", recursive=True)][:50]:
     grab("notebook", nb, "CLASSMATE_SECRET")
     if "CLASSMATE" in found["notebook"]:
         break
@@ -410,13 +412,17 @@ def test_memory_and_process_limits_stop_a_submission_with_a_note(batch):
     assert "memory_hog: memory:" in batch["report"].summary
 
 
-def test_daemon_is_gone_and_resume_trusts_only_signed_journals(batch):
+def test_daemon_is_gone_and_resume_trusts_only_signed_journals(batch, tmp_path):
     assert _points(batch, "daemon")["TOTAL"] == ("2", "graded")  # it also answered correctly
-    folder = batch["out"].parent / "grades_feedback"
+    shutil.copytree(batch["out"].parent, tmp_path / "out")
+    folder = tmp_path / "out" / "grades_feedback"
+    assert not (folder / "victim.json").exists()
     record = json.loads((folder / "carol_untouched.json").read_text(encoding="utf-8"))
     record["grade"]["exercises"][0].update(status="passed", points=1.0)  # tampered: signature no longer matches
     (folder / "carol_untouched.json").write_text(json.dumps(record), encoding="utf-8")
-    report = grade([batch["subs"] / "carol_untouched.ipynb", batch["subs"] / "alice.ipynb"], out=batch["out"], resume=True, progress=False,
+    forged = dict(record, signature="0" * 64)
+    (folder / "bob_partial.json").write_text(json.dumps(forged), encoding="utf-8")  # a journal the grader did not sign
+    report = grade([batch["subs"] / "carol_untouched.ipynb", batch["subs"] / "alice.ipynb"], out=tmp_path / "out" / "grades.csv", resume=True, progress=False,
                    cell_timeout=20, notebook_timeout=60, check_timeout=30, checks_path=batch["private"], limits=Limits(memory=MEMORY, processes=PROCESSES))
     assert report.resumed == ["alice"]
     assert next(s for s in report.submissions if s.student == "carol_untouched").total == 0

@@ -128,10 +128,12 @@ def detect_isolation(*, use_bwrap: bool = True) -> Isolation:
             found = Isolation("fallback", None, "bubblewrap (bwrap) is not installed")
         else:
             try:
-                probe = subprocess.run(
-                    _bwrap_args(path, ro=[], env={"PATH": "/usr/bin:/bin"}, limits=Limits(), cwd="/") + ["/bin/true"],
-                    stdin=subprocess.DEVNULL, capture_output=True, timeout=30,
-                )
+                read_end = _args_pipe(_bwrap_args(path, ro=[], env={"PATH": "/usr/bin:/bin"}, limits=Limits(), cwd="/")[1:])
+                try:
+                    probe = subprocess.run([path, "--args", str(read_end), "--", "/bin/true"], stdin=subprocess.DEVNULL, capture_output=True,
+                                           timeout=30, pass_fds=(read_end,))
+                finally:
+                    os.close(read_end)
                 ok = probe.returncode == 0
                 why = probe.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] if not ok else []
             except (OSError, subprocess.TimeoutExpired) as exc:
@@ -159,6 +161,19 @@ def _python_dirs() -> list[str]:
     return dirs
 
 
+def _args_pipe(args: Sequence[str]) -> int:
+    """A pipe holding bwrap's arguments, NUL-separated (``bwrap --args FD``), so that the
+    sandbox cannot read the host paths of its binds from its PID 1's command line."""
+    data = b"".join(os.fsencode(a) + b"\0" for a in args)
+    read_end, write_end = os.pipe()
+    if len(data) > 60_000:  # more than a pipe buffer: write from a thread
+        threading.Thread(target=lambda: (os.write(write_end, data), os.close(write_end)), daemon=True).start()
+    else:
+        os.write(write_end, data)
+        os.close(write_end)
+    return read_end
+
+
 def _bwrap_args(bwrap: str, *, ro: Sequence[tuple[str, str]], env: dict, limits: Limits, cwd: str) -> list[str]:
     args = [bwrap, "--unshare-all", "--unshare-user", "--uid", "65534", "--gid", "65534", "--cap-drop", "ALL",
             "--die-with-parent", "--new-session", "--hostname", "sandbox"]
@@ -181,7 +196,7 @@ def _bwrap_args(bwrap: str, *, ro: Sequence[tuple[str, str]], env: dict, limits:
     args += ["--clearenv"]
     for key, value in env.items():
         args += ["--setenv", key, str(value)]
-    args += ["--chdir", cwd, "--"]
+    args += ["--chdir", cwd]
     return args
 
 
@@ -218,14 +233,14 @@ def _read(path: str) -> str:
         return ""
 
 
-def _stat(pid: int) -> tuple[int, int, str] | None:
-    """(ppid, session id, state) from /proc/<pid>/stat."""
+def _stat(pid: int) -> tuple[int, int, str, int] | None:
+    """(ppid, session id, state, start time) from /proc/<pid>/stat."""
     text = _read(f"/proc/{pid}/stat")
     if not text:
         return None
     fields = text.rsplit(")", 1)[-1].split()
     try:
-        return int(fields[1]), int(fields[3]), fields[0]
+        return int(fields[1]), int(fields[3]), fields[0], int(fields[19])
     except (IndexError, ValueError):
         return None
 
@@ -270,7 +285,7 @@ class _Tracker:
         self.isolated = isolated
         self.token = token
         self.ns: str | None = None
-        self.seen: set[int] = set()
+        self.seen: dict[int, int] = {}  # pid -> start time, so a reused pid is never mistaken for ours
         self.host_ns = _pid_ns(os.getpid())
 
     def members(self) -> set[int]:
@@ -289,16 +304,17 @@ class _Tracker:
             return {pid for pid in pids if _pid_ns(pid) == self.ns}
         # Fallback: the job's session, its descendants, and anything seen before.
         parents: dict[int, int] = {}
+        starts: dict[int, int] = {}
         found: set[int] = set()
         for pid in pids:
             info = _stat(pid)
             if info is None or info[2] == "Z":
                 continue
-            parents[pid] = info[0]
+            parents[pid], starts[pid] = info[0], info[3]
             if info[1] == self.proc.pid:
                 found.add(pid)
         grew = True
-        found |= {self.proc.pid} | (self.seen & set(parents))
+        found |= {self.proc.pid} | {pid for pid, start in self.seen.items() if starts.get(pid) == start}
         while grew:
             grew = False
             for pid, ppid in parents.items():
@@ -307,7 +323,7 @@ class _Tracker:
                     grew = True
         found.discard(os.getpid())
         found &= set(parents)
-        self.seen |= found
+        self.seen.update({pid: starts[pid] for pid in found})
         return found
 
     def tagged(self) -> set[int]:
@@ -333,7 +349,7 @@ class _Tracker:
         for _ in range(20):
             alive = self.members() | (set() if self.isolated else self.tagged())
             alive.discard(os.getpid())
-            alive = {p for p in alive if (_stat(p) or (0, 0, "Z"))[2] != "Z"}
+            alive = {p for p in alive if (_stat(p) or (0, 0, "Z", 0))[2] != "Z"}
             if not alive:
                 break
             victims |= alive
@@ -396,15 +412,19 @@ def run(
             cwd = str(home) + (cwd[len(HOME):] if cwd else "/work")
         cmd = list(argv)
     else:
-        cmd = _bwrap_args(isolation.bwrap, ro=ro, env=env, limits=limits, cwd=cwd or WORKDIR) + list(argv)
+        args_fd = _args_pipe(_bwrap_args(isolation.bwrap, ro=ro, env=env, limits=limits, cwd=cwd or WORKDIR)[1:])
+        cmd = [isolation.bwrap, "--args", str(args_fd), "--", *argv]  # argv: sandbox paths only
     started = time.monotonic()
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env if isolation.weak else {"PATH": "/usr/bin:/bin"},
-                                cwd=cwd if isolation.weak else "/", preexec_fn=_preexec(limits), start_new_session=True, close_fds=True)
+                                cwd=cwd if isolation.weak else "/", preexec_fn=_preexec(limits), start_new_session=True, close_fds=True,
+                                pass_fds=() if isolation.weak else (args_fd,))
     finally:
         if log_path:
             log.close()
+        if not isolation.weak:
+            os.close(args_fd)
     tracker = _Tracker(proc, isolated=not isolation.weak, token=token)
     chunks: list[bytes] = []
     state = {"size": 0, "over": False}
