@@ -115,6 +115,7 @@ class SubmissionGrade:
     sha256: str = ""
     events: list[dict] = field(default_factory=list)  # typed: {"kind": "cell_error" | "cell_timeout" | ..., ...}
     isolation: str = ""  # "bwrap" or "fallback"; "" when nothing ran
+    timing: dict = field(default_factory=dict)  # seconds: sandbox phases (as reported), "cpu" in the sandbox, "judge" here
 
     @property
     def total(self) -> float:
@@ -258,6 +259,7 @@ _MAX_FEEDBACK_LINES = 40
 _SANDBOX_COURSE = "/course"
 _SANDBOX_JOB = "/job"
 _EXERCISE_STATUSES = ("passed", "failed", "not attempted")
+_CHECK_CELL_MARGIN = 15.0  # the observe cell's own limit beyond the check's (the check stops itself first)
 
 
 def _clip(text, limit: int = _MAX_LINE) -> str:
@@ -319,7 +321,7 @@ def _choose_specs(checks, exercise, rng) -> list[dict]:
     """The case specs the sandbox will answer for: public cases, then fresh hidden ones."""
     cases = getattr(exercise, "cases", None)
     if callable(cases) and hasattr(checks, "run_judge"):
-        specs = list(cases(hidden=False, rng=rng)) + list(cases(hidden=True, rng=rng))
+        specs = list(cases(hidden=True, rng=rng))  # the public cases, then hidden ones marked "hidden": true
         return json.loads(json.dumps(specs))  # JSON-safe by contract; a copy the sandbox cannot share
     return [{"legacy": True}]  # TEMPORARY: checks.py before the observe/judge protocol (issue 17)
 
@@ -350,7 +352,7 @@ def _judge(checks, exercise, specs: list[dict], observations) -> ExerciseGrade:
 
 def _parse_stream(data: bytes) -> dict:
     """The sandbox's JSON lines, validated: events, answers, problem, done."""
-    out: dict = {"events": [], "answers": {}, "problem": None, "done": False}
+    out: dict = {"events": [], "answers": {}, "problem": None, "done": False, "timing": {}}
     for raw in data.split(b"\n"):
         if not raw.strip():
             continue
@@ -369,6 +371,8 @@ def _parse_stream(data: bytes) -> dict:
             out["problem"] = value
         elif key == "done":
             out["done"] = True
+        elif key == "timing" and isinstance(value, dict):
+            out["timing"] = {k: _num(v) for k, v in list(value.items())[:10] if isinstance(k, str) and len(k) < 20}
     return out
 
 
@@ -555,7 +559,7 @@ def grade_notebook(
     rng = random.Random(secrets.randbits(64))  # fresh seeds for every submission and run
     specs = {e.id: _choose_specs(checks, e, rng) for e in exercises}
     grace = min(10.0, max(2.0, float(cell_timeout)))
-    hard_limit = 2 * startup_timeout + notebook_timeout + cell_timeout + grace + len(exercises) * (check_timeout + grace + 10) + 60
+    hard_limit = 2 * startup_timeout + notebook_timeout + cell_timeout + grace + len(exercises) * (check_timeout + _CHECK_CELL_MARGIN + grace + 10) + 60
     job_dir = Path(tempfile.mkdtemp(prefix="labkit-grade-"))  # the grader's private folder, never inside a sandbox
     try:
         (job_dir / "submission.ipynb").write_bytes(data)
@@ -616,10 +620,12 @@ def grade_notebook(
         elif isinstance(answer.get("error"), dict):
             rows.append(_exercise_error(ex, answer["error"]))
         else:
+            judge_started = time.thread_time()
             rows.append(_judge(checks, ex, specs[ex.id], answer.get("observations")))
+            stream["timing"]["judge"] = round(stream["timing"].get("judge", 0.0) + time.thread_time() - judge_started, 2)
     seconds = time.monotonic() - started
     return SubmissionGrade(student, str(path), target, rows, problem, notes, round(seconds, 2), sha, events=events,
-                           isolation=isolation.kind)
+                           isolation=isolation.kind, timing=stream["timing"])
 
 
 def _log_tail(path: Path, limit: int = 300) -> str:

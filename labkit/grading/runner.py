@@ -191,7 +191,7 @@ def __labkit_observe():
     obj = namespace.get({name!r}, module.MISSING)
     specs = json.loads({specs!r})
     if hasattr(module, "run_observe"):
-        observations = module.run_observe({exercise!r}, obj, specs)
+        observations = module.run_observe({exercise!r}, obj, specs, time_limit={limit!r})
     else:  # TEMPORARY adapter until checks.py speaks the observe/judge protocol (issue 17)
         if obj is module.MISSING:
             observations = [{{"legacy_missing": True}}]
@@ -250,6 +250,9 @@ def _code_cells(path: str) -> list[tuple[int, str]]:
         if cell.get("cell_type") == "code" and source.strip() and "skip-execution" not in tags:
             cells.append((index, source))
     return cells
+
+
+timings: dict[str, float] = {}  # wall seconds per phase, reported with the result
 
 
 def run_job(job: dict, emit=None) -> dict:
@@ -314,6 +317,7 @@ def run_job(job: dict, emit=None) -> dict:
         except Exception as exc:  # noqa: BLE001 - a kernel that cannot start is a reason, not a crash
             return finish({"kind": "kernel_start", "error": f"{type(exc).__name__}: {_clip(exc, 200)}"})
         try:
+            timings["kernel_start"] = round(time.monotonic() - started, 2)
             preload = _preload_modules([c.source for c in student_cells])
             if preload:
                 try:
@@ -322,6 +326,7 @@ def run_job(job: dict, emit=None) -> dict:
                     return finish({"kind": "preload", "modules": preload, "error": type(exc).__name__})
 
             # --- the student's cells ----------------------------------------------------
+            timings["preload"] = round(time.monotonic() - started, 2)
             client.deadline = time.monotonic() + float(job["notebook_timeout"])
             current = None
             try:
@@ -348,7 +353,8 @@ def run_job(job: dict, emit=None) -> dict:
                 events.append({"kind": "output_flood", "bytes": int(client.output_bytes)})
 
             # --- observing the answers ----------------------------------------------------
-            grader_timeout = check_timeout
+            timings["cells"] = round(time.monotonic() - started, 2)
+            grader_timeout = check_timeout + float(job.get("check_cell_margin", 15.0))  # run_observe stops itself first
             stage = None
             try:
                 stage = None
@@ -370,7 +376,7 @@ def run_job(job: dict, emit=None) -> dict:
                         continue
                     took = time.monotonic() - begun
                     errors = [f"{o.get('ename')}: {o.get('evalue')}" for o in cell.outputs if o.get("output_type") == "error"]
-                    if took >= check_timeout - 0.5 or any(e.startswith("KeyboardInterrupt") for e in errors):
+                    if took >= grader_timeout - 0.5 or any(e.startswith("KeyboardInterrupt") for e in errors):
                         answers[ex["id"]] = {"error": {"kind": "check_timeout", "limit": check_timeout}}
                     else:
                         answers[ex["id"]] = {"error": {"kind": "check_error", "error": _clip(errors[0] if errors else "no observation came back", 200)}}
@@ -378,6 +384,7 @@ def run_job(job: dict, emit=None) -> dict:
                 _fill_remaining(answers, exercises, {"kind": "check_died", "stage": stage, "exit": _kernel_exit(client)})
             except CellTimeoutError:
                 _fill_remaining(answers, exercises, {"kind": "check_stuck", "stage": stage, "limit": check_timeout})
+            timings["observe"] = round(time.monotonic() - started, 2)
             return finish()
         finally:
             try:
@@ -421,6 +428,13 @@ def main(argv: list[str] | None = None) -> int:
 
         result = run_job(job, emit)
         emit({"done": result["seconds"]})
+        try:
+            import resource
+
+            usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+            emit({"timing": {"cpu": round(sum(u.ru_utime + u.ru_stime for u in usage), 2), **timings}})
+        except (ImportError, OSError):
+            pass
     return 0
 
 
