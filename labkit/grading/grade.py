@@ -253,6 +253,7 @@ def _zero(student: str, path: Path, lesson: str, problem: str, *, sha: str = "",
 # ---------------------------------------------------------------------------------------
 _ACTIVE: set[threading.Event] = set()
 _ACTIVE_LOCK = threading.Lock()
+_JUDGE_LOCK = threading.Lock()
 _MAX_RESULT_BYTES = 16_000_000
 _MAX_LINE = 300
 _MAX_FEEDBACK_LINES = 40
@@ -330,7 +331,8 @@ def _judge(checks, exercise, specs: list[dict], observations) -> ExerciseGrade:
     """The verdict on one exercise, computed here from the sandbox's observations (untrusted data)."""
     if hasattr(checks, "run_judge"):
         try:
-            result = checks.run_judge(exercise.id, specs, observations)
+            with _JUDGE_LOCK:  # judges seed torch's process-wide RNG and share caches: one at a time
+                result = checks.run_judge(exercise.id, specs, observations)
             status, feedback = result.status, list(result.feedback)
         except Exception as exc:  # noqa: BLE001 - a malformed observation is a failed case, never a crash
             status, feedback = "failed", [f"✘ the grader could not read what your answer did ({type(exc).__name__})"]
