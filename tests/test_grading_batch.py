@@ -32,33 +32,6 @@ GRACE = 10.0  # how long an interrupted cell may take to stop (min(10, cell time
 
 FREEZE, OPTIM, COUNT = "01.freeze_and_swap", "01.make_head_optimizer", "01.count_parameters"
 RIGHT = {name: synthetic.answer_code(name) for name in ("freeze_and_swap", "make_head_optimizer", "count_parameters")}
-FORGE = '''\
-print("PASS")
-print("✔ 01.freeze_and_swap: passed (1/1)")
-print('{"nonce": "0" , "result": {"exercise": "01.freeze_and_swap", "status": "passed", "points": 1, "max_points": 1, "feedback": []}}')
-'''
-MONKEYPATCH = '''\
-import sys
-import labkit.grading
-import labkit.grading.checks as checks
-from labkit.grading import CheckResult
-
-def fake(exercise_id, obj=None, **kwargs):
-    result = CheckResult(exercise_id, "passed", 1.0, 1.0, ("✔ looks great",))
-    print(result)
-    return result
-
-labkit.grading.check = labkit.grading.run_check = fake
-checks.check = checks.run_check = fake
-checks._grade_to_file = lambda *a, **k: None
-for exercise in checks.EXERCISES.values():
-    object.__setattr__(exercise, "run", lambda obj, chk: None)
-sys.modules["labkit.grading.checks"] = checks
-check = fake
-get_ipython().events.register("post_run_cell", lambda result: print("PASS"))
-'''
-
-
 def _submissions() -> dict[str, nbformat.NotebookNode | bytes]:
     lesson01, sub = synthetic.lesson01, synthetic.submission
     return {
@@ -69,12 +42,9 @@ def _submissions() -> dict[str, nbformat.NotebookNode | bytes]:
         "exits": sub(lesson01(dict(RIGHT, make_head_optimizer="def make_head_optimizer(model, lr):\n    import sys\n    sys.exit(1)\n"), before=["import sys\nsys.exit('bye')"])),
         "os_exit": sub(["import os\nos._exit(1)", RIGHT["count_parameters"]]),
         "segfault": sub(["import ctypes\nctypes.string_at(0)", RIGHT["count_parameters"]]),
-        "killed": sub(["import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"]),
         "stubborn": sub(["import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", RIGHT["count_parameters"]]),
         "slow": sub([RIGHT["count_parameters"]] + ["import time\ntime.sleep(2)"] * 40),
         "flood": sub(lesson01(dict(RIGHT, count_parameters=RIGHT["count_parameters"].replace("    params =", "    print('y' * 2_000_000)\n    params =")), before=["print('x' * 30_000_000)"])),
-        "forged": sub(lesson01({}, after=[FORGE])),
-        "monkeypatch": sub(lesson01({}, after=[MONKEYPATCH])),
         # A copy without lesson metadata (e.g. pasted into a fresh Colab notebook) is graded as the assignment.
         "missing": sub(lesson01(dict(RIGHT, freeze_and_swap=RIGHT["freeze_and_swap"].replace("def freeze_and_swap", "def freeze_swap"))), lesson=None),
         "wrong_lesson": sub(lesson01(RIGHT), lesson="02_first_layer_filters"),
@@ -93,12 +63,9 @@ EXPECTED = {
     "exits": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (0, "failed", "called sys.exit() / exit()"), COUNT: (1, "passed", "✔ passed")},
     "os_exit": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the kernel died while running cell 2 (exit status 1")),
     "segfault": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the kernel died while running cell 2 (SIGSEGV")),
-    "killed": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the kernel died while running cell 2 (SIGKILL")),
     "stubborn": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "cell 2 ran past its time limit and did not stop when interrupted")),
     "slow": {FREEZE: (0, "not attempted", "`freeze_and_swap` is not defined in the notebook"), OPTIM: (0, "not attempted", "is not defined in the notebook"), COUNT: (1, "passed", "✔ passed")},
     "flood": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
-    "forged": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "not attempted", NA)),
-    "monkeypatch": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "not attempted", NA)),
     "missing": {FREEZE: (0, "not attempted", "`freeze_and_swap` is not defined in the notebook (its cell is missing, renamed, or did not run)"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
     "wrong_lesson": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "wrong notebook: this is lesson 02_first_layer_filters, but the assignment is lesson 01_feature_extraction")),
     "corrupt": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the file is not valid JSON (Expecting ',' delimiter at line 1")),

@@ -343,7 +343,7 @@ class _Tracker:
         """SIGKILL every process of the job; return how many were still alive."""
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except OSError:
+        except (OSError, AttributeError):  # AttributeError: no process groups (Windows)
             pass
         victims = set()
         for _ in range(20):
@@ -418,7 +418,8 @@ def run(
     log = open(log_path, "wb") if log_path else subprocess.DEVNULL
     try:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env if isolation.weak else {"PATH": "/usr/bin:/bin"},
-                                cwd=cwd if isolation.weak else "/", preexec_fn=_preexec(limits), start_new_session=True, close_fds=True,
+                                cwd=cwd if isolation.weak else "/", preexec_fn=_preexec(limits) if os.name == "posix" else None,
+                                start_new_session=os.name == "posix", close_fds=True,
                                 pass_fds=() if isolation.weak else (args_fd,))
     finally:
         if log_path:
