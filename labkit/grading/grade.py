@@ -254,6 +254,8 @@ def _zero(student: str, path: Path, lesson: str, problem: str, *, sha: str = "",
 _ACTIVE: set[threading.Event] = set()
 _ACTIVE_LOCK = threading.Lock()
 _JUDGE_LOCK = threading.Lock()
+_LOAD_LOCK = threading.Lock()
+_LOADED: dict[str, object] = {}
 _MAX_RESULT_BYTES = 16_000_000
 _MAX_LINE = 300
 _MAX_FEEDBACK_LINES = 40
@@ -308,14 +310,21 @@ def _load_checks(checks_path: Path | None):
         return checks
     import importlib.util
 
-    name = f"_labkit_instructor_checks_{hashlib.sha256(str(checks_path.resolve()).encode()).hexdigest()[:12]}"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, checks_path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+    data = checks_path.read_bytes()
+    name = f"_labkit_instructor_checks_{hashlib.sha256(str(checks_path.resolve()).encode() + data).hexdigest()[:16]}"
+    with _LOAD_LOCK:  # workers must never see a half-loaded module
+        if name in _LOADED:
+            return _LOADED[name]
+        spec = importlib.util.spec_from_file_location(name, checks_path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        _LOADED[name] = module
+        return module
 
 
 def _choose_specs(checks, exercise, rng) -> list[dict]:
@@ -796,6 +805,7 @@ def grade(
     isolation = detect_isolation(use_bwrap=sandbox)
     if require_sandbox and isolation.weak:
         raise RuntimeError(f"refusing to grade without the sandbox: {isolation.reason}")
+    _load_checks(checks)  # once, here: a broken checks file fails before anything is written
     feedback_dir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     key = _journal_key(feedback_dir)
