@@ -323,37 +323,32 @@ def _load_checks(checks_path: Path | None):
         except BaseException:
             sys.modules.pop(name, None)
             raise
+        _check_protocol(module, checks_path)
         _LOADED[name] = module
         return module
 
 
+def _check_protocol(module, path: Path) -> None:
+    missing = [n for n in ("run_judge", "EXERCISES") if not hasattr(module, n)]
+    if missing or not all(callable(getattr(e, "cases", None)) for e in module.EXERCISES.values()):
+        raise ValueError(f"checks file {path} does not follow the observe/judge protocol (no {', '.join(missing) or 'Exercise.cases'}); "
+                         "start your private copy from the installed labkit/grading/checks.py")
+
+
 def _choose_specs(checks, exercise, rng) -> list[dict]:
     """The case specs the sandbox will answer for: public cases, then fresh hidden ones."""
-    cases = getattr(exercise, "cases", None)
-    if callable(cases) and hasattr(checks, "run_judge"):
-        specs = list(cases(hidden=True, rng=rng))  # the public cases, then hidden ones marked "hidden": true
-        return json.loads(json.dumps(specs))  # JSON-safe by contract; a copy the sandbox cannot share
-    return [{"legacy": True}]  # TEMPORARY: checks.py before the observe/judge protocol (issue 17)
+    specs = list(exercise.cases(hidden=True, rng=rng))  # the public cases, then hidden ones marked "hidden": true
+    return json.loads(json.dumps(specs))  # JSON-safe by contract; a copy nothing else shares
 
 
 def _judge(checks, exercise, specs: list[dict], observations) -> ExerciseGrade:
     """The verdict on one exercise, computed here from the sandbox's observations (untrusted data)."""
-    if hasattr(checks, "run_judge"):
-        try:
-            with _JUDGE_LOCK:  # judges seed torch's process-wide RNG and share caches: one at a time
-                result = checks.run_judge(exercise.id, specs, observations)
-            status, feedback = result.status, list(result.feedback)
-        except Exception as exc:  # noqa: BLE001 - a malformed observation is a failed case, never a crash
-            status, feedback = "failed", [f"✘ the grader could not read what your answer did ({type(exc).__name__})"]
-    else:  # TEMPORARY adapter (forgeable: the sandbox decides); removed once checks.py has run_judge
-        first = observations[0] if isinstance(observations, list) and observations and isinstance(observations[0], dict) else {}
-        legacy = first.get("legacy") if isinstance(first.get("legacy"), dict) else None
-        if first.get("legacy_missing"):
-            status, feedback = "not attempted", [f"`{exercise.name}` is not defined in the notebook (its cell is missing, renamed, or did not run)"]
-        elif legacy is None or legacy.get("status") not in _EXERCISE_STATUSES:
-            status, feedback = "error", [f"the grader could not check `{exercise.name}` (no valid observation came back)"]
-        else:
-            status, feedback = legacy["status"], [str(x) for x in list(legacy.get("feedback") or [])]
+    try:
+        with _JUDGE_LOCK:  # judges seed torch's process-wide RNG and share caches: one at a time
+            result = checks.run_judge(exercise.id, specs, observations)
+        status, feedback = result.status, list(result.feedback)
+    except Exception as exc:  # noqa: BLE001 - a malformed observation is a failed case, never a crash
+        status, feedback = "failed", [f"✘ the grader could not read what your answer did ({type(exc).__name__})"]
     if status not in _EXERCISE_STATUSES:
         status = "failed"
     feedback = [_clip(line) for line in feedback[:_MAX_FEEDBACK_LINES]]
@@ -566,7 +561,7 @@ def grade_notebook(
     if problem is not None:
         return _zero(student, path, target, problem, sha=sha, seconds=time.monotonic() - started)
 
-    exercises = [checks.EXERCISES[e.id] if e.id in getattr(checks, "EXERCISES", {}) else e for e in exercises_for(target)]
+    exercises = [checks.EXERCISES.get(e.id, e) for e in exercises_for(target)]
     rng = random.Random(secrets.randbits(64))  # fresh seeds for every submission and run
     specs = {e.id: _choose_specs(checks, e, rng) for e in exercises}
     grace = min(10.0, max(2.0, float(cell_timeout)))

@@ -190,13 +190,7 @@ def __labkit_observe():
     namespace = __import__("IPython").get_ipython().user_ns
     obj = namespace.get({name!r}, module.MISSING)
     specs = json.loads({specs!r})
-    if hasattr(module, "run_observe"):
-        observations = module.run_observe({exercise!r}, obj, specs, time_limit={limit!r})
-    else:  # TEMPORARY adapter until checks.py speaks the observe/judge protocol (issue 17)
-        if obj is module.MISSING:
-            observations = [{{"legacy_missing": True}}]
-        else:
-            observations = [{{"legacy": module.run_check({exercise!r}, obj, hidden=True, time_limit={limit!r}).to_dict()}}]
+    observations = module.run_observe({exercise!r}, obj, specs, time_limit={limit!r})
     text = json.dumps(observations)
     with open({path!r} + ".tmp", "w", encoding="utf-8") as fh:
         fh.write(text)
