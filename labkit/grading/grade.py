@@ -351,6 +351,10 @@ def _judge(checks, exercise, specs: list[dict], observations) -> ExerciseGrade:
         status, feedback = "failed", [f"✘ the grader could not read what your answer did ({type(exc).__name__})"]
     if status not in _EXERCISE_STATUSES:
         status = "failed"
+    first = observations[0] if isinstance(observations, list) and observations else None
+    if status == "not attempted" and isinstance(first, dict) and first.get("missing") is True:
+        # a submitted notebook has no "cell above" to fill in: say what the grader found
+        feedback = [f"`{exercise.name}` is not defined in the notebook (its cell is missing, renamed, or did not run)"]
     feedback = [_clip(line) for line in feedback[:_MAX_FEEDBACK_LINES]]
     points = float(exercise.points) if status == "passed" else 0.0
     return ExerciseGrade(exercise.id, status, points, float(exercise.points), feedback)
