@@ -456,7 +456,7 @@ def run(
                 rss = sum(_pss(p) for p in members)  # shared pages counted once
             peak = max(peak, rss)
             if rss > limits.memory:
-                limit, detail = "memory", f"it used {rss / _GIB:.1f} GB of memory, more than the limit of {limits.memory / _GIB:g} GB"
+                limit, detail = "memory", f"it used {rss / _GIB:.2f} GB of memory, more than the limit of {limits.memory / _GIB:g} GB"
                 break
             if elapsed > hard_limit:
                 limit, detail = "time", f"it ran longer than the hard limit of {hard_limit:g} s"
