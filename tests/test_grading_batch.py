@@ -1,4 +1,6 @@
-"""Batch grading: one batch with every failure mode, graded in fresh kernels, checked row by row.
+"""Batch grading: one batch with every honest failure mode, graded in fresh kernels, checked row by row.
+
+Deliberate forgery, snooping and damage are in tests/test_grading_attacks.py.
 
 The batch is graded once per test session (module fixture) with 2 workers and small time
 limits; the tests below read its CSV, feedback files and timings.
@@ -312,7 +314,7 @@ def test_sandbox_sees_only_what_it_is_given(tmp_path):
     probe = (
         "import os, socket\n"
         f"print(open('/job/given.txt').read(), os.path.exists({str(tmp_path / 'secret.txt')!r}), os.path.exists({str(ROOT / 'solutions')!r}),"
-        " sorted(p for p in os.listdir('/proc') if p.isdigit()) <= ['1', '2', '3', '4', '5'], os.getuid())\n"
+        " len([p for p in os.listdir('/proc') if p.isdigit()]) <= 3, os.getuid())\n"
         "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2); print('net')\nexcept OSError:\n    print('no net')\n"
         "try:\n    open('/job/given.txt', 'w')\nexcept OSError:\n    print('read-only')\n"
     )
