@@ -1,4 +1,6 @@
-"""Batch grading: one batch with every failure mode, graded in fresh kernels, checked row by row.
+"""Batch grading: one batch with every honest failure mode, graded in fresh kernels, checked row by row.
+
+Deliberate forgery, snooping and damage are in tests/test_grading_attacks.py.
 
 The batch is graded once per test session (module fixture) with 2 workers and small time
 limits; the tests below read its CSV, feedback files and timings.
@@ -17,10 +19,13 @@ import nbformat
 import pytest
 
 from labkit.grading.cli import grade_main
-from labkit.grading.grade import CSV_COLUMNS, SubmissionGrade, _run_worker, find_submissions, grade, write_csv
+from labkit.grading import sandbox
+from labkit.grading.grade import CSV_COLUMNS, SubmissionGrade, find_submissions, grade, write_csv
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
 import synthetic  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CELL_TIMEOUT = 10.0
 NOTEBOOK_TIMEOUT = 45.0
@@ -29,33 +34,6 @@ GRACE = 10.0  # how long an interrupted cell may take to stop (min(10, cell time
 
 FREEZE, OPTIM, COUNT = "01.freeze_and_swap", "01.make_head_optimizer", "01.count_parameters"
 RIGHT = {name: synthetic.answer_code(name) for name in ("freeze_and_swap", "make_head_optimizer", "count_parameters")}
-FORGE = '''\
-print("PASS")
-print("✔ 01.freeze_and_swap: passed (1/1)")
-print('{"nonce": "0" , "result": {"exercise": "01.freeze_and_swap", "status": "passed", "points": 1, "max_points": 1, "feedback": []}}')
-'''
-MONKEYPATCH = '''\
-import sys
-import labkit.grading
-import labkit.grading.checks as checks
-from labkit.grading import CheckResult
-
-def fake(exercise_id, obj=None, **kwargs):
-    result = CheckResult(exercise_id, "passed", 1.0, 1.0, ("✔ looks great",))
-    print(result)
-    return result
-
-labkit.grading.check = labkit.grading.run_check = fake
-checks.check = checks.run_check = fake
-checks._grade_to_file = lambda *a, **k: None
-for exercise in checks.EXERCISES.values():
-    object.__setattr__(exercise, "run", lambda obj, chk: None)
-sys.modules["labkit.grading.checks"] = checks
-check = fake
-get_ipython().events.register("post_run_cell", lambda result: print("PASS"))
-'''
-
-
 def _submissions() -> dict[str, nbformat.NotebookNode | bytes]:
     lesson01, sub = synthetic.lesson01, synthetic.submission
     return {
@@ -66,12 +44,9 @@ def _submissions() -> dict[str, nbformat.NotebookNode | bytes]:
         "exits": sub(lesson01(dict(RIGHT, make_head_optimizer="def make_head_optimizer(model, lr):\n    import sys\n    sys.exit(1)\n"), before=["import sys\nsys.exit('bye')"])),
         "os_exit": sub(["import os\nos._exit(1)", RIGHT["count_parameters"]]),
         "segfault": sub(["import ctypes\nctypes.string_at(0)", RIGHT["count_parameters"]]),
-        "killed": sub(["import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"]),
         "stubborn": sub(["import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", RIGHT["count_parameters"]]),
         "slow": sub([RIGHT["count_parameters"]] + ["import time\ntime.sleep(2)"] * 40),
         "flood": sub(lesson01(dict(RIGHT, count_parameters=RIGHT["count_parameters"].replace("    params =", "    print('y' * 2_000_000)\n    params =")), before=["print('x' * 30_000_000)"])),
-        "forged": sub(lesson01({}, after=[FORGE])),
-        "monkeypatch": sub(lesson01({}, after=[MONKEYPATCH])),
         # A copy without lesson metadata (e.g. pasted into a fresh Colab notebook) is graded as the assignment.
         "missing": sub(lesson01(dict(RIGHT, freeze_and_swap=RIGHT["freeze_and_swap"].replace("def freeze_and_swap", "def freeze_swap"))), lesson=None),
         "wrong_lesson": sub(lesson01(RIGHT), lesson="02_first_layer_filters"),
@@ -90,12 +65,9 @@ EXPECTED = {
     "exits": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (0, "failed", "called sys.exit() / exit()"), COUNT: (1, "passed", "✔ passed")},
     "os_exit": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the kernel died while running cell 2 (exit status 1")),
     "segfault": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the kernel died while running cell 2 (SIGSEGV")),
-    "killed": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the kernel died while running cell 2 (SIGKILL")),
     "stubborn": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "cell 2 ran past its time limit and did not stop when interrupted")),
     "slow": {FREEZE: (0, "not attempted", "`freeze_and_swap` is not defined in the notebook"), OPTIM: (0, "not attempted", "is not defined in the notebook"), COUNT: (1, "passed", "✔ passed")},
     "flood": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
-    "forged": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "not attempted", NA)),
-    "monkeypatch": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "not attempted", NA)),
     "missing": {FREEZE: (0, "not attempted", "`freeze_and_swap` is not defined in the notebook (its cell is missing, renamed, or did not run)"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
     "wrong_lesson": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "wrong notebook: this is lesson 02_first_layer_filters, but the assignment is lesson 01_feature_extraction")),
     "corrupt": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the file is not valid JSON (Expecting ',' delimiter at line 1")),
@@ -262,7 +234,7 @@ def test_rerun_without_resume_overwrites_csv_and_feedback_cleanly(tmp_path):
     assert grade_main([str(subs / "corrupt.ipynb"), "--out", str(out), "--lesson", "01_feature_extraction", "--no-progress"]) == 0
     with open(out, newline="", encoding="utf-8") as fh:
         assert {r["student"] for r in csv.DictReader(fh)} == {"corrupt"}
-    assert sorted(p.name for p in (tmp_path / "grades_feedback").iterdir()) == ["corrupt.json", "corrupt.md"]
+    assert sorted(p.name for p in (tmp_path / "grades_feedback").iterdir()) == [".labkit-journal-key", "corrupt.json", "corrupt.md"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grades.csv", "grades_feedback", "subs"]
 
 
@@ -304,28 +276,86 @@ def test_duplicate_students_and_missing_paths_are_usage_errors(tmp_path, capsys)
     assert "unknown lesson '05_nope'" in capsys.readouterr().err
 
 
-def test_worker_past_the_hard_limit_is_killed_with_its_kernel(tmp_path):
+ISOLATIONS = ["fallback"] + ([] if sandbox.detect_isolation().weak else ["bwrap"])
+
+
+@pytest.mark.parametrize("kind", ISOLATIONS)
+def test_job_past_the_hard_limit_is_killed_with_everything_it_started(kind):
     child = (
         "import subprocess, sys, time\n"
         "p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'], start_new_session=True)\n"
-        "open('kernel.pid', 'w').write(str(p.pid))\n"
+        "print(p.pid, flush=True)\n"
         "time.sleep(120)\n"
     )
+    isolation = sandbox.detect_isolation(use_bwrap=kind == "bwrap")
     started = time.monotonic()
-    result, reason = _run_worker([sys.executable, "-c", child], tmp_path, hard_limit=3, env=dict(os.environ))
-    assert result is None and reason == "grading took longer than the hard limit of 3 s and was stopped"
+    result = sandbox.run([sys.executable, "-c", child], limits=sandbox.Limits(), hard_limit=3, isolation=isolation,
+                         env={"PATH": os.environ["PATH"]})
+    assert result.limit == "time" and result.detail == "it ran longer than the hard limit of 3 s"
     assert time.monotonic() - started < 30
-    kernel = int((tmp_path / "kernel.pid").read_text())
-    deadline = time.monotonic() + 10
-    while _alive(kernel) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _alive(kernel)
+    assert result.leftovers >= 1  # the grandchild in its own session was found and killed
+    if kind == "fallback":
+        assert not _alive(int(result.stdout.split()[0]))
 
 
-def test_worker_that_dies_without_a_result_gives_a_reason(tmp_path):
-    result, reason = _run_worker([sys.executable, "-c", "import os; print('bad news'); os._exit(3)"], tmp_path, hard_limit=60, env=dict(os.environ))
-    assert result is None
-    assert reason == "the grading process ended without a result (exit status 3: the process exited, e.g. os._exit() or exit from a thread): bad news"
+@pytest.mark.parametrize("kind", ISOLATIONS)
+def test_job_that_exits_early_reports_its_status_and_output(kind):
+    isolation = sandbox.detect_isolation(use_bwrap=kind == "bwrap")
+    result = sandbox.run([sys.executable, "-c", "import os; print('bad news', flush=True); os._exit(3)"], limits=sandbox.Limits(),
+                         hard_limit=60, isolation=isolation, env={"PATH": os.environ["PATH"]})
+    assert (result.returncode, result.stdout, result.limit) == (3, b"bad news\n", None)
+
+
+def test_sandbox_sees_only_what_it_is_given(tmp_path):
+    if sandbox.detect_isolation().weak:
+        pytest.skip("no working bubblewrap here")
+    (tmp_path / "given.txt").write_text("ok", encoding="utf-8")
+    (tmp_path / "secret.txt").write_text("no", encoding="utf-8")
+    probe = (
+        "import os, socket\n"
+        f"print(open('/job/given.txt').read(), os.path.exists({str(tmp_path / 'secret.txt')!r}), os.path.exists({str(ROOT / 'solutions')!r}),"
+        " len([p for p in os.listdir('/proc') if p.isdigit()]) <= 3, os.getuid())\n"
+        "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2); print('net')\nexcept OSError:\n    print('no net')\n"
+        "try:\n    open('/job/given.txt', 'w')\nexcept OSError:\n    print('read-only')\n"
+    )
+    result = sandbox.run([sys.executable, "-c", probe], limits=sandbox.Limits(), hard_limit=60, ro=[(str(tmp_path / "given.txt"), "/job/given.txt")],
+                         env={"PATH": "/usr/bin:/bin"})
+    assert result.stdout.decode().split("\n")[:3] == ["ok False False True 65534", "no net", "read-only"], result.stdout
+
+
+def test_limits_must_be_positive():
+    with pytest.raises(ValueError, match="limit memory must be a positive number, got 0"):
+        sandbox.Limits(memory=0).check()
+    with pytest.raises(ValueError, match="limit processes must be a positive number, got -1"):
+        sandbox.Limits(processes=-1).check()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--timeout", "-1"], "labkit grade: argument --timeout: expected a positive number of seconds, got '-1'"),
+    (["--notebook-timeout", "0"], "labkit grade: argument --notebook-timeout: expected a positive number of seconds, got '0'"),
+    (["--check-timeout", "nan"], "labkit grade: argument --check-timeout: expected a positive number of seconds, got 'nan'"),
+    (["--memory", "0"], "labkit grade: argument --memory: expected a positive number of GB, got '0'"),
+    (["--max-processes", "0"], "labkit grade: argument --max-processes: expected a positive whole number, got '0'"),
+    (["--max-file-size", "-5"], "labkit grade: argument --max-file-size: expected a positive number of MB, got '-5'"),
+    (["--cpu-time", "0"], "labkit grade: argument --cpu-time: expected a positive number of seconds, got '0'"),
+    (["--workers", "0"], "labkit grade: argument --workers: expected a positive whole number, got '0'"),
+    (["--out", "{subs}"], "labkit grade: --out {subs} is a directory; name the CSV file to write, e.g. {subs}/grades.csv"),
+    (["--out", "{subs}/a.ipynb"], "labkit grade: --out {subs}/a.ipynb is a notebook; name a .csv file outside the submissions"),
+    (["--out", "{subs}/grades.csv"], "labkit grade: --out {subs}/grades.csv is inside the submissions ({subs}); write the grades somewhere else"),
+    (["--out", "{tmp}/g.csv", "--feedback-dir", "{subs}/fb"], "labkit grade: the feedback folder {subs}/fb is inside the submissions ({subs}); write the grades somewhere else"),
+])
+def test_cli_refuses_bad_outputs_and_limits_in_one_line_before_grading(tmp_path, capsys, args, message):
+    subs = tmp_path / "subs"
+    subs.mkdir()
+    nb = _write(subs, "a", _submissions()["bare_json"])
+    before = nb.read_bytes()
+    args = [a.format(subs=subs, tmp=tmp_path) for a in args]
+    assert grade_main([str(subs)] + args + ["--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == message.format(subs=subs, tmp=tmp_path) and len(err.strip().splitlines()) == 1
+    assert nb.read_bytes() == before
+    assert sorted(p.name for p in subs.iterdir()) == ["a.ipynb"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["subs"]
 
 
 def _alive(pid: int) -> bool:

@@ -80,7 +80,7 @@ def test_validate_flags_stale_notebooks_missing_checks_and_bad_metadata(tmp_path
     assert not report.ok
     assert f"✘ {tmp_path / 'notebooks' / '03_discriminative_lr.ipynb'} is missing or out of date" in text
     assert "no cell calls check('03.conv1_drift', ...)" in text
-    assert "metadata labkit.lesson is '04_choosing'; expected one of 01_feature_extraction" in text
+    assert "metadata labkit.lesson is '04_choosing'; expected one of " in text and "01_feature_extraction" in text
 
 
 def test_validate_with_no_solutions_fails_and_says_so(tmp_path, capsys):
@@ -122,3 +122,24 @@ def test_validate_real_lessons(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert status == 0, out
     assert out.count("every exercise passes") == out.count("untouched (") == len(list((ROOT / "solutions").glob("*.ipynb")))
+
+
+def test_validate_reads_typed_run_events_not_note_text(tmp_path, monkeypatch):
+    synthetic.write_solutions(tmp_path / "solutions", ["03_discriminative_lr"])
+    release(tmp_path / "solutions", tmp_path / "notebooks")
+    fake = _fake_grades({"solutions": (1.0, "passed"), "notebooks": (0.0, "not attempted")})
+
+    def with_events(path, **kwargs):
+        g = fake(path, **kwargs)
+        if Path(path).parent.name == "solutions":
+            g.events = [{"kind": "cell_error", "cell": 4, "ename": "ValueError", "evalue": "bad shape"}]
+            g.notes = ["nothing in this text says what went wrong"]  # the English is never parsed
+        else:
+            g.notes = ["cell 2 raised ValueError: only words, no event"]
+        return g
+
+    monkeypatch.setattr(validate_module, "grade_notebook", with_events)
+    report = validate(tmp_path / "solutions", tmp_path / "notebooks", progress=False)
+    assert not report.ok
+    assert f"✘ {tmp_path / 'solutions' / '03_discriminative_lr.ipynb'}: cell 4 raised ValueError: bad shape" in report.lines
+    assert f"✔ {tmp_path / 'notebooks' / '03_discriminative_lr.ipynb'}: 0/2 untouched (not attempted)" in report.lines

@@ -7,6 +7,7 @@ error, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -36,11 +37,36 @@ def _folders(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--notebooks", type=Path, default=None, metavar="DIR", help="student notebooks (default: notebooks/ next to the default solutions/)")
 
 
+class _UsageError(Exception):
+    """A command-line mistake: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (no usage block) and raise _UsageError."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise _UsageError(message)
+
+
+def _positive(kind: type, what: str):
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}") from None
+        if not math.isfinite(value) or value <= 0:
+            raise argparse.ArgumentTypeError(f"expected a positive {what}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _timeouts(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--timeout", type=float, default=300.0, metavar="S", help="seconds per cell before it is interrupted (default 300)")
-    parser.add_argument("--notebook-timeout", type=float, default=1800.0, metavar="S", help="seconds for all of a notebook's cells (default 1800)")
-    parser.add_argument("--check-timeout", type=float, default=60.0, metavar="S", help="seconds per exercise check (default 60)")
-    parser.add_argument("--workers", type=int, default=1, metavar="N", help="notebooks run at once, each in its own kernel (default 1)")
+    seconds = _positive(float, "number of seconds")
+    parser.add_argument("--timeout", type=seconds, default=300.0, metavar="S", help="seconds per cell before it is interrupted (default 300)")
+    parser.add_argument("--notebook-timeout", type=seconds, default=1800.0, metavar="S", help="seconds for all of a notebook's cells (default 1800)")
+    parser.add_argument("--check-timeout", type=seconds, default=60.0, metavar="S", help="seconds per exercise check (default 60)")
+    parser.add_argument("--workers", type=_positive(int, "whole number"), default=1, metavar="N", help="notebooks run at once, each in its own kernel (default 1)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (also off when LABKIT_PROGRESS=0 or CI=true)")
 
 
@@ -85,16 +111,18 @@ def validate_main(argv: list[str]) -> int:
     """``python -m labkit validate``: solutions score full marks, untouched students zero."""
     from labkit.grading.validate import validate
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m labkit validate",
         description="Run every solution notebook and its released student version through the grader: each "
         "solution must score full marks, each untouched student version zero on every exercise.",
     )
     _folders(parser)
     _timeouts(parser)
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"labkit validate: {exc}", file=sys.stderr)
+        return 2
     report = validate(
         args.solutions or default_dir("solutions"),
         args.notebooks or default_dir("notebooks"),
@@ -112,24 +140,37 @@ def validate_main(argv: list[str]) -> int:
 def grade_main(argv: list[str]) -> int:
     """``python -m labkit grade SUBMISSIONS... --out grades.csv``."""
     from labkit.grading.grade import grade
+    from labkit.grading.sandbox import Limits
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m labkit grade",
-        description="Grade submitted notebooks, each in its own fresh kernel, into a CSV (student, exercise, points, "
-        "max_points, feedback, status; a TOTAL row per student) and one feedback file per student in "
+        description="Grade submitted notebooks, each in its own sandbox and fresh kernel, into a CSV (student, exercise, "
+        "points, max_points, feedback, status; a TOTAL row per student) and one feedback file per student in "
         "<out>_feedback/. Student id: the notebook's file name, or the name of its first sub-folder below a folder "
-        "given here (subs/alice/01.ipynb -> alice).",
+        "given here (subs/alice/01.ipynb -> alice). Scores are decided by this process, which never runs student "
+        "code; see docs/GRADING.md for what the sandbox isolates.",
     )
     parser.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="notebook files or folders of notebooks")
-    parser.add_argument("--out", type=Path, default=Path("grades.csv"), metavar="CSV", help="where to write the grades (default grades.csv)")
+    parser.add_argument("--out", type=Path, default=Path("grades.csv"), metavar="CSV", help="where to write the grades (default grades.csv); not a folder, not a notebook, not inside the submissions")
     parser.add_argument("--lesson", default=None, help="the assignment's lesson id (default: the lesson most submissions name); other lessons score zero")
     parser.add_argument("--feedback-dir", type=Path, default=None, metavar="DIR", help="per-student feedback files (default <out stem>_feedback/)")
-    parser.add_argument("--resume", action="store_true", help="reuse earlier results for unchanged submissions instead of grading them again")
-    parser.add_argument("--checks", type=Path, default=None, metavar="PY", help="grade with this copy of labkit/grading/checks.py (e.g. with private hidden cases)")
+    parser.add_argument("--resume", action="store_true", help="reuse earlier results (signed by this grader in the feedback folder) for unchanged submissions")
+    parser.add_argument("--checks", type=Path, default=None, metavar="PY", help="judge with this copy of labkit/grading/checks.py (e.g. with private hidden cases); it never enters the sandbox")
     _timeouts(parser)
-    args = parser.parse_args(argv)
-    if args.workers < 1:
-        parser.error("--workers must be at least 1")
+    parser.add_argument("--memory", type=_positive(float, "number of GB"), default=4.0, metavar="GB", help="memory per submission, all its processes together (default 4)")
+    parser.add_argument("--max-processes", type=_positive(int, "whole number"), default=64, metavar="N", help="processes per submission at once (default 64)")
+    parser.add_argument("--max-file-size", type=_positive(float, "number of MB"), default=256.0, metavar="MB", help="largest file a submission may write (default 256)")
+    parser.add_argument("--cpu-time", type=_positive(float, "number of seconds"), default=3600.0, metavar="S", help="CPU seconds per process of a submission (default 3600)")
+    sandbox = parser.add_mutually_exclusive_group()
+    sandbox.add_argument("--require-sandbox", action="store_true", help="refuse to grade unless the bubblewrap sandbox works here")
+    sandbox.add_argument("--no-sandbox", action="store_true", help="do not use bubblewrap (WEAK isolation: submissions can read and change your files)")
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        print(f"labkit grade: {exc}", file=sys.stderr)
+        return 2
+    limits = Limits(memory=int(args.memory * (1 << 30)), processes=args.max_processes,
+                    file_size=int(args.max_file_size * (1 << 20)), cpu_time=args.cpu_time)
     try:
         report = grade(
             args.submissions,
@@ -143,8 +184,11 @@ def grade_main(argv: list[str]) -> int:
             feedback_dir=args.feedback_dir,
             checks_path=args.checks,
             progress=False if args.no_progress else None,
+            limits=limits,
+            sandbox=not args.no_sandbox,
+            require_sandbox=args.require_sandbox,
         )
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"labkit grade: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

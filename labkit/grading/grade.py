@@ -37,13 +37,15 @@ import collections
 import concurrent.futures
 import csv
 import hashlib
+import hmac
 import io
 import json
+import math
 import os
+import random
 import re
+import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,9 +54,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from labkit.grading.checks import EXERCISES, LESSONS, exercises_for
+from labkit.grading import sandbox as sandbox_mod
+from labkit.grading.checks import LESSONS, exercises_for
 from labkit.grading.release import _write_atomic
 from labkit.grading.runner import CHECKS_PATH, describe_exit, worker_command
+from labkit.grading.sandbox import Isolation, Limits, detect_isolation
 
 __all__ = [
     "CSV_COLUMNS",
@@ -67,12 +71,15 @@ __all__ = [
     "grade",
     "summarize",
     "write_csv",
+    "describe_event",
+    "check_output_paths",
 ]
 
 CSV_COLUMNS = ("student", "exercise", "points", "max_points", "feedback", "status")
 TOTAL = "TOTAL"
 MAX_NOTEBOOK_BYTES = 200_000_000
-_JOURNAL_VERSION = 1
+_JOURNAL_VERSION = 2
+_KEY_FILE = ".labkit-journal-key"
 _LABKIT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -106,6 +113,9 @@ class SubmissionGrade:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     sha256: str = ""
+    events: list[dict] = field(default_factory=list)  # typed: {"kind": "cell_error" | "cell_timeout" | ..., ...}
+    isolation: str = ""  # "bwrap" or "fallback"; "" when nothing ran
+    timing: dict = field(default_factory=dict)  # seconds: sandbox phases (as reported), "cpu" in the sandbox, "judge" here
 
     @property
     def total(self) -> float:
@@ -239,105 +249,239 @@ def _zero(student: str, path: Path, lesson: str, problem: str, *, sha: str = "",
 
 
 # ---------------------------------------------------------------------------------------
-# Running one submission
+# Running one submission: the sandbox observes, this (trusted) process judges
 # ---------------------------------------------------------------------------------------
-_ACTIVE: dict[int, tuple[subprocess.Popen, Path]] = {}
+_ACTIVE: set[threading.Event] = set()
 _ACTIVE_LOCK = threading.Lock()
+_JUDGE_LOCK = threading.Lock()
+_LOAD_LOCK = threading.Lock()
+_LOADED: dict[str, object] = {}
+_MAX_RESULT_BYTES = 16_000_000
+_MAX_LINE = 300
+_MAX_FEEDBACK_LINES = 40
+_SANDBOX_COURSE = "/course"
+_SANDBOX_JOB = "/job"
+_EXERCISE_STATUSES = ("passed", "failed", "not attempted")
+_CHECK_CELL_MARGIN = 15.0  # the observe cell's own limit beyond the check's (the check stops itself first)
 
 
-def _worker_env(workers: int) -> dict:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(_LABKIT_ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
-    env["LABKIT_PROGRESS"] = "0"
-    env["LABKIT_GRADING"] = "1"
-    env["MPLBACKEND"] = "Agg"
-    env["PYTHONUNBUFFERED"] = "1"
-    env["JUPYTER_PLATFORM_DIRS"] = "1"
-    env["PYDEVD_DISABLE_FILE_VALIDATION"] = "1"
-    if workers > 1:
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
-        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-            env.setdefault(var, threads)
+def _clip(text, limit: int = _MAX_LINE) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _sandbox_env(workers: int, *, home: str, pythonpath: str) -> dict:
+    """The whole environment of a sandboxed job: nothing of the grader's own is passed on."""
+    env = {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
+        "HOME": home,
+        "USER": "student",
+        "LANG": "C.UTF-8",
+        "TMPDIR": "/tmp",
+        "PYTHONPATH": pythonpath,
+        "PYTHONNOUSERSITE": "1",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "LABKIT_PROGRESS": "0",
+        "LABKIT_GRADING": "1",
+        "MPLBACKEND": "Agg",
+        "MPLCONFIGDIR": home + "/.config/matplotlib",
+        "IPYTHONDIR": home + "/.ipython",
+        "JUPYTER_PLATFORM_DIRS": "1",
+        "JUPYTER_RUNTIME_DIR": home + "/.local/share/jupyter/runtime",
+        "JUPYTER_DATA_DIR": home + "/.local/share/jupyter",
+        "JUPYTER_CONFIG_DIR": home + "/.jupyter",
+        "PYDEVD_DISABLE_FILE_VALIDATION": "1",
+    }
+    for var in ("LABKIT_OFFLINE", "TORCH_HOME", "CUDA_VISIBLE_DEVICES"):
+        if var in os.environ and var != "TORCH_HOME":
+            env[var] = os.environ[var]
+    threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[var] = os.environ.get(var, threads)
     return env
 
 
-def _kill_group(pid: int) -> None:
-    if os.name != "posix":
+def _load_checks(checks_path: Path | None):
+    """The checks module the trusted side judges with: the installed one, or an instructor's copy."""
+    if checks_path is None or checks_path.resolve() == CHECKS_PATH.resolve():
+        from labkit.grading import checks
+
+        return checks
+    import importlib.util
+
+    data = checks_path.read_bytes()
+    name = f"_labkit_instructor_checks_{hashlib.sha256(str(checks_path.resolve()).encode() + data).hexdigest()[:16]}"
+    with _LOAD_LOCK:  # workers must never see a half-loaded module
+        if name in _LOADED:
+            return _LOADED[name]
+        spec = importlib.util.spec_from_file_location(name, checks_path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
         try:
-            os.kill(pid, signal.SIGTERM)
-        except OSError:
-            pass
-        return
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+        _check_protocol(module, checks_path)
+        _LOADED[name] = module
+        return module
+
+
+def _check_protocol(module, path: Path) -> None:
+    missing = [n for n in ("run_judge", "EXERCISES") if not hasattr(module, n)]
+    if missing or not all(callable(getattr(e, "cases", None)) for e in module.EXERCISES.values()):
+        raise ValueError(f"checks file {path} does not follow the observe/judge protocol (no {', '.join(missing) or 'Exercise.cases'}); "
+                         "start your private copy from the installed labkit/grading/checks.py")
+
+
+def _choose_specs(checks, exercise, rng) -> list[dict]:
+    """The case specs the sandbox will answer for: public cases, then fresh hidden ones."""
+    specs = list(exercise.cases(hidden=True, rng=rng))  # the public cases, then hidden ones marked "hidden": true
+    return json.loads(json.dumps(specs))  # JSON-safe by contract; a copy nothing else shares
+
+
+def _judge(checks, exercise, specs: list[dict], observations) -> ExerciseGrade:
+    """The verdict on one exercise, computed here from the sandbox's observations (untrusted data)."""
     try:
-        if os.getpgid(pid) == pid:  # a session leader we started (worker or kernel)
-            os.killpg(pid, signal.SIGKILL)
-    except OSError:
-        pass
+        with _JUDGE_LOCK:  # judges seed torch's process-wide RNG and share caches: one at a time
+            result = checks.run_judge(exercise.id, specs, observations)
+        status, feedback = result.status, list(result.feedback)
+    except Exception as exc:  # noqa: BLE001 - a malformed observation is a failed case, never a crash
+        status, feedback = "failed", [f"✘ the grader could not read what your answer did ({type(exc).__name__})"]
+    if status not in _EXERCISE_STATUSES:
+        status = "failed"
+    first = observations[0] if isinstance(observations, list) and observations else None
+    if status == "not attempted" and isinstance(first, dict) and first.get("missing") is True:
+        # a submitted notebook has no "cell above" to fill in: say what the grader found
+        feedback = [f"`{exercise.name}` is not defined in the notebook (its cell is missing, renamed, or did not run)"]
+    feedback = [_clip(line) for line in feedback[:_MAX_FEEDBACK_LINES]]
+    points = float(exercise.points) if status == "passed" else 0.0
+    return ExerciseGrade(exercise.id, status, points, float(exercise.points), feedback)
 
 
-def _kill_job(proc: subprocess.Popen, job_dir: Path) -> None:
-    try:
-        kernel = int((job_dir / "kernel.pid").read_text())
-    except (OSError, ValueError):
-        kernel = None
-    if kernel:
-        _kill_group(kernel)
-    _kill_group(proc.pid)
-    try:
-        proc.kill()
-    except OSError:
-        pass
+def _parse_stream(data: bytes) -> dict:
+    """The sandbox's JSON lines, validated: events, answers, problem, done."""
+    out: dict = {"events": [], "answers": {}, "problem": None, "done": False, "timing": {}}
+    for raw in data.split(b"\n"):
+        if not raw.strip():
+            continue
+        try:
+            piece = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            continue
+        if not isinstance(piece, dict) or len(piece) != 1:
+            continue
+        (key, value), = piece.items()
+        if key == "event" and isinstance(value, dict) and len(out["events"]) < 200:
+            out["events"].append(value)
+        elif key == "answer" and isinstance(value, dict) and isinstance(value.get("exercise"), str):
+            out["answers"].setdefault(value["exercise"], value)
+        elif key == "problem" and isinstance(value, dict) and out["problem"] is None:
+            out["problem"] = value
+        elif key == "done":
+            out["done"] = True
+        elif key == "timing" and isinstance(value, dict):
+            out["timing"] = {k: _num(v) for k, v in list(value.items())[:10] if isinstance(k, str) and len(k) < 20}
+    return out
 
 
-def _run_worker(cmd: Sequence[str], job_dir: Path, *, hard_limit: float, env: dict) -> tuple[dict | None, str | None]:
-    """Run a worker command; kill it (and its kernel) after ``hard_limit`` seconds."""
-    log_path = job_dir / "worker.log"
-    kwargs = {"start_new_session": True} if os.name == "posix" else {"creationflags": getattr(subprocess, "CREATE_NEW_PROCESS_GROUP", 0)}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(list(cmd), cwd=job_dir, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **kwargs)
+def _num(value, default: float = 0.0) -> float:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else default
+
+
+def _int(value) -> int | str:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else "?"
+
+
+_EVENT_KINDS = ("cell_error", "cell_timeout", "notebook_timeout", "output_flood")
+
+
+def _clean_event(event: dict) -> dict | None:
+    """A typed event from the sandbox with only known keys and types (None if unknown)."""
+    kind = event.get("kind")
+    if kind not in _EVENT_KINDS:
+        return None
+    clean = {"kind": kind}
+    if "cell" in event:
+        clean["cell"] = _int(event["cell"])
+    if kind == "cell_error":
+        clean["ename"] = _clip(event.get("ename", ""), 100)
+        clean["evalue"] = _clip(event.get("evalue", ""), 200)
+    elif kind == "cell_timeout":
+        clean["limit"], clean["seconds"] = _num(event.get("limit")), _num(event.get("seconds"))
+    elif kind == "notebook_timeout":
+        clean["limit"], clean["skipped"] = _num(event.get("limit")), _int(event.get("skipped"))
+    else:
+        clean["bytes"] = _num(event.get("bytes"))
+    return clean
+
+
+def describe_event(event: dict) -> str:
+    """One typed event of a run, in words for the student's feedback."""
+    kind = event["kind"]
+    if kind == "cell_error":
+        detail = f": {event['evalue']}" if event.get("evalue") else ""
+        return f"cell {event['cell']} raised {event['ename']}{detail}"
+    if kind == "cell_timeout":
+        return f"cell {event['cell']} ran past the {event['limit']:g} s limit per cell and was interrupted (stopped after {event['seconds']:.1f} s)"
+    if kind == "notebook_timeout":
+        return (f"the notebook ran past its {event['limit']:g} s limit during cell {event['cell']}: "
+                f"that cell was interrupted and {event['skipped']} later code cell(s) were not run")
+    if kind == "output_flood":
+        return f"the notebook printed {event['bytes'] / 1e6:.1f} MB of output; output is not used for grading and was dropped"
+    if kind == "limit":
+        return f"stopped at the {event['limit']} limit: {event['detail']}; what had not finished scores zero"
+    return kind
+
+
+def _describe_problem(problem: dict) -> str:
+    kind = problem.get("kind")
+    if kind == "kernel_start":
+        return f"could not start a kernel: {_clip(problem.get('error', ''), 200)}"
+    if kind == "preload":
+        mods = ", ".join(m for m in problem.get("modules", []) if isinstance(m, str) and m.isidentifier())[:100]
+        return f"the kernel failed while importing {mods} ({_clip(problem.get('error', ''), 60)}), before any of the notebook ran"
+    if kind == "kernel_died":
+        code = problem.get("exit")
+        return f"the kernel died while running cell {_int(problem.get('cell'))} ({describe_exit(code if isinstance(code, int) else None)})"
+    if kind == "cell_stuck":
+        return (f"cell {_int(problem.get('cell'))} ran past its time limit and did not stop when interrupted (it may catch "
+                "KeyboardInterrupt or be stuck in native code), so the notebook could not be graded")
+    return "the notebook could not be run to the end"
+
+
+def _exercise_error(exercise, error: dict) -> ExerciseGrade:
+    kind = error.get("kind")
+    name = exercise.name
+    if kind == "check_timeout":
+        limit = _num(error.get("limit"))
+        return ExerciseGrade(exercise.id, "failed", 0.0, float(exercise.points), [
+            f"✘ checking `{name}` did not finish within {limit:g} s",
+            "  hint: look for a loop that never ends, or work far bigger than the exercise needs"])
+    if kind == "check_died":
+        code = error.get("exit")
+        why = f"the kernel died while checking `{name}` ({describe_exit(code if isinstance(code, int) else None)})"
+    elif kind == "check_stuck":
+        why = f"checking `{name}` ran past {_num(error.get('limit')):g} s and did not stop when interrupted"
+    else:
+        why = f"the grader could not check `{name}` ({_clip(error.get('error', 'no observation came back'), 200)})"
+    if error.get("first") is False:
+        why = f"not checked: {why}"
+    return ExerciseGrade(exercise.id, "error", 0.0, float(exercise.points), [why])
+
+
+def _cancel_event() -> threading.Event:
+    event = threading.Event()
     with _ACTIVE_LOCK:
-        _ACTIVE[proc.pid] = (proc, job_dir)
-    try:
-        try:
-            proc.wait(timeout=hard_limit)
-        except subprocess.TimeoutExpired:
-            _kill_job(proc, job_dir)
-            proc.wait()
-            return None, f"grading took longer than the hard limit of {hard_limit:g} s and was stopped"
-        result_path = job_dir / "result.json"
-        if result_path.is_file():
-            try:
-                return json.loads(result_path.read_text(encoding="utf-8")), None
-            except ValueError:
-                pass
-        # The worker died without a result (e.g. the student's code killed it): clean up.
-        _kill_job(proc, job_dir)
-        tail = _log_tail(log_path)
-        return None, f"the grading process ended without a result ({describe_exit(proc.returncode)}){': ' + tail if tail else ''}"
-    finally:
-        with _ACTIVE_LOCK:
-            _ACTIVE.pop(proc.pid, None)
-
-
-def _log_tail(path: Path, limit: int = 300) -> str:
-    try:
-        with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
-            fh.seek(max(0, size - 4000))
-            text = fh.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-    last = lines[-1] if lines else ""
-    return last[:limit]
+        _ACTIVE.add(event)
+    return event
 
 
 def _kill_active() -> None:
     with _ACTIVE_LOCK:
-        active = list(_ACTIVE.values())
-    for proc, job_dir in active:
-        _kill_job(proc, job_dir)
+        for event in _ACTIVE:
+            event.set()
 
 
 def _checks_sha(checks_path: Path) -> str:
@@ -355,8 +499,15 @@ def grade_notebook(
     startup_timeout: float = 120.0,
     checks_path: str | Path | None = None,
     workers: int = 1,
+    limits: Limits | None = None,
+    isolation: Isolation | None = None,
+    require_sandbox: bool = False,
 ) -> SubmissionGrade:
-    """Run one notebook in a fresh kernel and check it; never raises for a bad submission.
+    """Run one notebook in a sandboxed fresh kernel and judge what it did; never raises for a bad submission.
+
+    The notebook runs in a sandbox (:mod:`labkit.grading.sandbox`) that reports, as data,
+    what the student's functions did on case specs chosen here with fresh seeds; the
+    verdict is computed in this process, which never runs student code.
 
     Args:
         path: the notebook file.
@@ -366,9 +517,13 @@ def grade_notebook(
         notebook_timeout: seconds for all of the student's cells together.
         check_timeout: seconds per exercise check.
         startup_timeout: seconds for the kernel to start and import torch.
-        checks_path: the checks file to use (default the installed ``checks.py``): an
-            instructor can keep a private copy with more hidden cases.
+        checks_path: the checks file to judge with (default the installed ``checks.py``): an
+            instructor can keep a private copy with other hidden cases. It never enters
+            the sandbox, which always observes with the installed ``checks.py``.
         workers: how many notebooks run at once (sets the kernel's thread count).
+        limits: memory, processes, file size, CPU time (default :class:`Limits`).
+        isolation: from :func:`labkit.grading.sandbox.detect_isolation` (default: detect).
+        require_sandbox: raise RuntimeError instead of grading with weak isolation.
 
     Example:
         >>> g = grade_notebook("solutions/01_feature_extraction.ipynb")
@@ -377,14 +532,21 @@ def grade_notebook(
     """
     path = Path(path)
     student = student or (path.name[:-6] if path.name.endswith(".ipynb") else path.stem)
-    for name, value in (("cell_timeout", cell_timeout), ("notebook_timeout", notebook_timeout), ("check_timeout", check_timeout)):
-        if not value or value <= 0:
+    for name, value in (("cell_timeout", cell_timeout), ("notebook_timeout", notebook_timeout), ("check_timeout", check_timeout),
+                        ("startup_timeout", startup_timeout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    limits = limits or Limits()
+    limits.check()
     if lesson is not None and lesson not in LESSONS:
         exercises_for(lesson)  # raises with the list of lessons
-    checks = Path(checks_path) if checks_path else CHECKS_PATH
-    if not checks.is_file():
-        raise FileNotFoundError(f"checks file {checks} does not exist; pass the path of a copy of labkit/grading/checks.py")
+    checks_file = Path(checks_path) if checks_path else CHECKS_PATH
+    if not checks_file.is_file():
+        raise FileNotFoundError(f"checks file {checks_file} does not exist; pass the path of a copy of labkit/grading/checks.py")
+    isolation = isolation or detect_isolation()
+    if require_sandbox and isolation.weak:
+        raise RuntimeError(f"refusing to grade without the sandbox: {isolation.reason}")
+    checks = _load_checks(checks_file)
     started = time.monotonic()
     try:
         data = path.read_bytes()
@@ -403,33 +565,91 @@ def grade_notebook(
     if problem is not None:
         return _zero(student, path, target, problem, sha=sha, seconds=time.monotonic() - started)
 
-    exercises = exercises_for(target)
-    job_dir = Path(tempfile.mkdtemp(prefix="labkit-grade-"))
+    exercises = [checks.EXERCISES.get(e.id, e) for e in exercises_for(target)]
+    rng = random.Random(secrets.randbits(64))  # fresh seeds for every submission and run
+    specs = {e.id: _choose_specs(checks, e, rng) for e in exercises}
+    grace = min(10.0, max(2.0, float(cell_timeout)))
+    hard_limit = 2 * startup_timeout + notebook_timeout + cell_timeout + grace + len(exercises) * (check_timeout + _CHECK_CELL_MARGIN + grace + 10) + 60
+    job_dir = Path(tempfile.mkdtemp(prefix="labkit-grade-"))  # the grader's private folder, never inside a sandbox
     try:
-        (job_dir / "work").mkdir()
+        (job_dir / "submission.ipynb").write_bytes(data)
+        if isolation.weak:
+            course, job_root, home = str(_LABKIT_ROOT), str(job_dir), sandbox_mod.HOME
+        else:
+            course, job_root, home = _SANDBOX_COURSE, _SANDBOX_JOB, sandbox_mod.HOME
         job = {
-            "notebook": str(path.resolve()),
-            "exercises": [{"id": e.id, "name": e.name, "max_points": e.points} for e in exercises],
+            "notebook": f"{job_root}/submission.ipynb",
+            "exercises": [{"id": e.id, "name": e.name} for e in exercises],
+            "specs": specs,
             "cell_timeout": float(cell_timeout),
             "notebook_timeout": float(notebook_timeout),
             "check_timeout": float(check_timeout),
             "startup_timeout": float(startup_timeout),
-            "workdir": str(job_dir / "work"),
-            "kernel_pid_path": str(job_dir / "kernel.pid"),
-            "result_path": str(job_dir / "result.json"),
-            "checks_path": str(checks.resolve()),
+            "workdir": None,
+            "checks_path": f"{course}/labkit/grading/checks.py",
         }
         (job_dir / "job.json").write_text(json.dumps(job), encoding="utf-8")
-        grace = min(10.0, max(2.0, float(cell_timeout)))
-        hard_limit = 2 * startup_timeout + notebook_timeout + cell_timeout + grace + len(exercises) * (check_timeout + 60 + grace) + 60
-        result, reason = _run_worker(worker_command(job_dir / "job.json"), job_dir, hard_limit=hard_limit, env=_worker_env(workers))
+        ro = [(str(job_dir / "submission.ipynb"), f"{_SANDBOX_JOB}/submission.ipynb"), (str(job_dir / "job.json"), f"{_SANDBOX_JOB}/job.json"),
+              (str(_LABKIT_ROOT / "labkit"), f"{_SANDBOX_COURSE}/labkit")]
+        if (_LABKIT_ROOT / "datasets").is_dir():
+            ro.append((str(_LABKIT_ROOT / "datasets"), f"{_SANDBOX_COURSE}/datasets"))
+        cmd = worker_command(f"{job_root}/job.json", runner=f"{course}/labkit/grading/runner.py")
+        cancel = _cancel_event()
+        result = sandbox_mod.run(
+            cmd, limits=limits, hard_limit=hard_limit, isolation=isolation, ro=ro,
+            env=_sandbox_env(workers, home=home, pythonpath=course), log_path=job_dir / "worker.log",
+            max_output=_MAX_RESULT_BYTES, cancel=cancel,
+        )
+        with _ACTIVE_LOCK:
+            _ACTIVE.discard(cancel)
+        tail = _log_tail(job_dir / "worker.log")
     finally:
         shutil.rmtree(job_dir, ignore_errors=True)
+    stream = _parse_stream(result.stdout)
+    events = [e for e in (_clean_event(x) for x in stream["events"]) if e is not None]
+    if result.limit is not None:
+        events.append({"kind": "limit", "limit": result.limit, "detail": result.detail})
+    notes = [describe_event(e) for e in events]
+    if isolation.weak:
+        notes.append("graded with weak isolation (no sandbox)")
+    problem = None
+    if stream["problem"] is not None:
+        problem = _describe_problem(stream["problem"])
+    elif result.limit is not None and not stream["answers"]:
+        problem = f"the notebook was stopped at the {result.limit} limit ({result.detail}), so nothing could be checked"
+    elif not stream["done"] and not stream["answers"]:
+        problem = f"the grading process ended without a result ({describe_exit(result.returncode)}){': ' + _clip(tail, 200) if tail else ''}"
+    rows = []
+    for ex in exercises:
+        answer = stream["answers"].get(ex.id)
+        if problem is not None:
+            rows.append(ExerciseGrade(ex.id, "error", 0.0, float(ex.points), [problem]))
+        elif answer is None:
+            why = f"stopped at the {result.limit} limit before it was checked" if result.limit else "not checked (the run ended before this check)"
+            rows.append(ExerciseGrade(ex.id, "error", 0.0, float(ex.points), [why]))
+        elif isinstance(answer.get("error"), dict):
+            rows.append(_exercise_error(ex, answer["error"]))
+        else:
+            judge_started = time.thread_time()
+            rows.append(_judge(checks, ex, specs[ex.id], answer.get("observations")))
+            stream["timing"]["judge"] = round(stream["timing"].get("judge", 0.0) + time.thread_time() - judge_started, 2)
     seconds = time.monotonic() - started
-    if result is None:
-        return _zero(student, path, target, reason or "grading failed", sha=sha, seconds=seconds)
-    rows = [ExerciseGrade(**r) for r in result["exercises"]]
-    return SubmissionGrade(student, str(path), target, rows, result.get("problem"), list(result.get("notes", [])), round(seconds, 2), sha)
+    return SubmissionGrade(student, str(path), target, rows, problem, notes, round(seconds, 2), sha, events=events,
+                           isolation=isolation.kind, timing=stream["timing"])
+
+
+def _log_tail(path: Path, limit: int = 300) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 4000))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    last = lines[-1] if lines else ""
+    return last[:limit]
 
 
 # ---------------------------------------------------------------------------------------
@@ -489,6 +709,31 @@ def _infer_lesson(paths: Sequence[Path]) -> str | None:
     return lessons.most_common(1)[0][0] if lessons else None
 
 
+def check_output_paths(out: Path, feedback_dir: Path, submissions: Sequence[Path]) -> None:
+    """Refuse outputs that would clobber or expose something: raise ValueError saying which and why.
+
+    The CSV may not be a directory or a notebook; neither it nor the feedback folder may be
+    inside a submissions folder (or be a submission), or inside the course files a sandbox
+    can read (``labkit/``, ``datasets/``).
+    """
+    out_r = out.resolve()
+    fb_r = feedback_dir.resolve()
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a directory; name the CSV file to write, e.g. {out / 'grades.csv'}")
+    if out.suffix.lower() == ".ipynb":
+        raise ValueError(f"--out {out} is a notebook; name a .csv file outside the submissions")
+    if fb_r.exists() and not fb_r.is_dir():
+        raise ValueError(f"the feedback folder {feedback_dir} exists and is not a folder; pass --feedback-dir DIR")
+    guarded = [(p.resolve(), "the submissions") for p in submissions]
+    guarded += [((_LABKIT_ROOT / name).resolve(), "the course files a sandbox can read") for name in ("labkit", "datasets")]
+    for target, what in ((out_r, f"--out {out}"), (fb_r, f"the feedback folder {feedback_dir}")):
+        for root, why in guarded:
+            if target == root or root in target.parents or (root.is_file() and target == root):
+                raise ValueError(f"{what} is inside {why} ({root}); write the grades somewhere else")
+    if fb_r == out_r:
+        raise ValueError(f"--out {out} and the feedback folder are the same path; pass --feedback-dir DIR")
+
+
 def grade(
     paths: Sequence[str | Path],
     *,
@@ -503,6 +748,9 @@ def grade(
     feedback_dir: str | Path | None = None,
     checks_path: str | Path | None = None,
     progress: bool | None = None,
+    limits: Limits | None = None,
+    sandbox: bool = True,
+    require_sandbox: bool = False,
 ) -> GradeReport:
     """Grade every notebook in ``paths`` for one lesson; write the CSV and feedback files.
 
@@ -511,22 +759,36 @@ def grade(
         out: the CSV to write.
         lesson: the assignment; default the lesson most submissions' metadata names.
             Submissions of another lesson get zero with "wrong notebook".
-        workers: notebooks graded at once (each in its own process and kernel).
+        workers: notebooks graded at once (each in its own sandbox and kernel).
         cell_timeout, notebook_timeout, check_timeout, startup_timeout: seconds, see
             :func:`grade_notebook`.
         resume: reuse ``<student>.json`` in the feedback folder when the submission and
-            the settings are unchanged.
+            the settings are unchanged and the record carries this folder's signature.
         feedback_dir: default ``<out stem>_feedback`` next to the CSV.
-        checks_path: an instructor's copy of checks.py to grade with.
+        checks_path: an instructor's copy of checks.py to judge with.
         progress: show a progress bar; default on unless LABKIT_PROGRESS=0 or CI=true.
+        limits: per-submission memory, processes, file size, CPU time (default :class:`Limits`).
+        sandbox: use bubblewrap when it works here (False: the weak fallback, e.g. to test it).
+        require_sandbox: refuse (RuntimeError) to grade with the weak fallback.
 
     Raises:
-        ValueError: no submissions, duplicate student ids, an unknown lesson, or no lesson
-            to be found.
+        ValueError: no submissions, duplicate student ids, an unknown lesson, no lesson to be
+            found, a bad limit or timeout, or an output path that is refused
+            (:func:`check_output_paths`).
+        RuntimeError: ``require_sandbox`` and no working bubblewrap.
     """
     started = time.monotonic()
-    if workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    for name, value in (("cell_timeout", cell_timeout), ("notebook_timeout", notebook_timeout), ("check_timeout", check_timeout),
+                        ("startup_timeout", startup_timeout)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    limits = limits or Limits()
+    limits.check()
+    out = Path(out)
+    feedback_dir = Path(feedback_dir) if feedback_dir else out.with_name(f"{out.stem}_feedback")
+    check_output_paths(out, feedback_dir, [Path(p) for p in paths if Path(p).exists()])
     subs = find_submissions(paths)
     if not subs:
         raise ValueError(f"no notebooks found in {', '.join(map(str, paths))}; pass .ipynb files or folders that contain them")
@@ -536,25 +798,31 @@ def grade(
             raise ValueError("no submission names a known lesson in its metadata; pass the lesson, e.g. --lesson 01_feature_extraction")
     else:
         exercises_for(lesson)  # raises for an unknown lesson
-    out = Path(out)
-    feedback_dir = Path(feedback_dir) if feedback_dir else out.with_name(f"{out.stem}_feedback")
-    feedback_dir.mkdir(parents=True, exist_ok=True)
     checks = Path(checks_path) if checks_path else CHECKS_PATH
     if not checks.is_file():
         raise FileNotFoundError(f"checks file {checks} does not exist; pass the path of a copy of labkit/grading/checks.py")
+    isolation = detect_isolation(use_bwrap=sandbox)
+    if require_sandbox and isolation.weak:
+        raise RuntimeError(f"refusing to grade without the sandbox: {isolation.reason}")
+    _load_checks(checks)  # once, here: a broken checks file fails before anything is written
+    feedback_dir.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    key = _journal_key(feedback_dir)
     settings = {
         "lesson": lesson,
         "cell_timeout": float(cell_timeout),
         "notebook_timeout": float(notebook_timeout),
         "check_timeout": float(check_timeout),
         "checks_sha256": _checks_sha(checks),
+        "limits": asdict(limits),
+        "isolation": isolation.kind,
     }
 
     done: dict[str, SubmissionGrade] = {}
     resumed: list[str] = []
     todo: list[tuple[str, Path]] = []
     for student, path in subs:
-        cached = _load_journal(feedback_dir / f"{_safe_name(student)}.json", path, settings) if resume else None
+        cached = _load_journal(feedback_dir / f"{_safe_name(student)}.json", path, settings, key) if resume else None
         if cached is not None:
             done[student] = cached
             resumed.append(student)
@@ -577,6 +845,8 @@ def grade(
                 startup_timeout=startup_timeout,
                 checks_path=checks,
                 workers=workers,
+                limits=limits,
+                isolation=isolation,
             ): (student, path)
             for student, path in todo
         }
@@ -587,7 +857,7 @@ def grade(
             except Exception as exc:  # noqa: BLE001 - a grader bug must not stop the batch
                 result = _zero(student, path, lesson, f"the grader failed on this submission: {type(exc).__name__}: {exc}")
             done[student] = result
-            _write_journal(feedback_dir, result, settings)
+            _write_journal(feedback_dir, result, settings, key)
             bar.update(1)
             bar.set_postfix_str(student[:20])
     except BaseException:
@@ -600,13 +870,17 @@ def grade(
 
     submissions = [done[s] for s, _ in subs]
     write_csv(out, submissions)
-    _remove_stale_feedback(feedback_dir, {_safe_name(s) for s, _ in subs})
+    _remove_stale_feedback(feedback_dir, {_safe_name(s) for s, _ in subs}, key)
     report = GradeReport(out, feedback_dir, lesson, sorted(submissions, key=lambda s: s.student), round(time.monotonic() - started, 2), resumed)
     problems = [s for s in submissions if s.problem]
     head = f"Graded {len(submissions)} submission(s) of lesson {lesson} in {report.seconds:.1f} s"
     if resumed:
         head += f" ({len(resumed)} reused from an earlier run)"
-    body = [head + ".", summarize(submissions, lesson=lesson)]
+    body = [head + ".", isolation.describe(), summarize(submissions, lesson=lesson)]
+    limited = [(s.student, e) for s in submissions for e in s.events if e.get("kind") == "limit"]
+    if limited:
+        body.append(f"{len(limited)} submission(s) were stopped at a resource limit:")
+        body += [f"  {student}: {e['limit']}: {e['detail']}" for student, e in sorted(limited)]
     if problems:
         body.append(f"{len(problems)} submission(s) could not be graded normally:")
         body += [f"  {s.student}: {s.problem}" for s in sorted(problems, key=lambda s: s.student)]
@@ -615,16 +889,54 @@ def grade(
     return report
 
 
-def _write_journal(folder: Path, result: SubmissionGrade, settings: dict) -> None:
+def _journal_key(folder: Path) -> bytes:
+    """This output folder's signing key (created on first use, readable by the grader's user only)."""
+    path = folder / _KEY_FILE
+    try:
+        key = path.read_bytes()
+        if len(key) == 32:
+            return key
+    except OSError:
+        pass
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key)
+    return key
+
+
+def _sign(record: dict, key: bytes) -> str:
+    body = json.dumps(record, sort_keys=True, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+    return hmac.new(key, body, hashlib.sha256).hexdigest()
+
+
+def _write_journal(folder: Path, result: SubmissionGrade, settings: dict, key: bytes) -> None:
     name = _safe_name(result.student)
     record = {"labkit_grade": _JOURNAL_VERSION, "settings": settings, "grade": result.to_dict()}
+    record["signature"] = _sign(record, key)
     _write_atomic(folder / f"{name}.json", json.dumps(record, indent=1, ensure_ascii=False) + "\n")
     _write_atomic(folder / f"{name}.md", result.feedback_markdown())
 
 
-def _load_journal(path: Path, submission: Path, settings: dict) -> SubmissionGrade | None:
+def _verified(path: Path, key: bytes) -> dict | None:
+    """The journal record at ``path`` if this grader signed it with ``key``, else None."""
     try:
+        if path.stat().st_size > 10_000_000:
+            return None
         record = json.loads(path.read_text(encoding="utf-8"))
+        signature = record.pop("signature")
+        if not isinstance(signature, str) or not hmac.compare_digest(signature, _sign(record, key)):
+            return None
+        return record
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def _load_journal(path: Path, submission: Path, settings: dict, key: bytes) -> SubmissionGrade | None:
+    record = _verified(path, key)
+    if record is None:
+        return None
+    try:
         if record.get("labkit_grade") != _JOURNAL_VERSION or record.get("settings") != settings:
             return None
         result = SubmissionGrade.from_dict(record["grade"])
@@ -635,15 +947,10 @@ def _load_journal(path: Path, submission: Path, settings: dict) -> SubmissionGra
         return None
 
 
-def _remove_stale_feedback(folder: Path, keep: set[str]) -> None:
-    """Delete feedback files this grader wrote for students no longer in the batch."""
+def _remove_stale_feedback(folder: Path, keep: set[str], key: bytes) -> None:
+    """Delete feedback files this grader signed for students no longer in the batch."""
     for record in folder.glob("*.json"):
-        if record.stem in keep:
-            continue
-        try:
-            if json.loads(record.read_text(encoding="utf-8")).get("labkit_grade") is None:
-                continue
-        except (OSError, ValueError, AttributeError):
+        if record.stem in keep or _verified(record, key) is None:
             continue
         record.unlink(missing_ok=True)
         record.with_suffix(".md").unlink(missing_ok=True)

@@ -23,10 +23,13 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from labkit.grading.checks import LESSONS, exercises_for
-from labkit.grading.grade import SubmissionGrade, grade_notebook
+from labkit.grading.grade import SubmissionGrade, describe_event, grade_notebook
 from labkit.grading.release import find_notebooks, read_notebook, release
 
 __all__ = ["ValidateReport", "validate"]
+
+# Typed events of a run (SubmissionGrade.events) that make a solution notebook invalid.
+_RUN_FAILURES = ("cell_error", "cell_timeout", "notebook_timeout", "limit")
 
 
 @dataclass
@@ -131,7 +134,7 @@ def validate(
             continue
         if role == "solution":
             wrong = [e for e in g.exercises if e.status != "passed"]
-            errors = [n for n in g.notes if " raised " in n or "ran past" in n]
+            errors = [describe_event(e) for e in g.events if e.get("kind") in _RUN_FAILURES]
             if wrong or errors:
                 failed = True
                 for e in wrong:
