@@ -34,6 +34,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import importlib.util
 import inspect
 import json
 import math
@@ -1517,7 +1518,29 @@ EXERCISES: dict[str, Exercise] = {
         Exercise("04.scenario_answers", "04_choosing_a_strategy", "scenario_answers", _scenario_cases, _scenario_observe, _judge_scenarios),
     ]
 }
-EXERCISES = {**{e.id: e for e in __import__("labkit.grading.checks_00", fromlist=["EXERCISES_00"]).EXERCISES_00}, **EXERCISES}  # lesson 00 (issue 14)
+
+
+def _load_lesson_checks(stem: str) -> list[Exercise]:
+    """The ``EXERCISES_NN`` list of the lesson module ``<stem>.py`` next to this file.
+
+    The module is loaded by path, like this file, as ``<this module's name>.<stem>`` (never
+    through ``labkit``, which a submission may have patched); it takes ``Exercise`` and the
+    other protocol types from this module (see ``_protocol`` in ``checks_00.py``).
+    """
+    name = f"{__name__}.{stem}"
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{stem}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return list(getattr(module, f"EXERCISES_{stem.rpartition('_')[2]}"))
+
+
+# Lesson modules come first, in lesson order; one line each.
+EXERCISES = {
+    **{e.id: e for e in _load_lesson_checks("checks_00")},
+    **EXERCISES,
+}
 LESSONS: tuple[str, ...] = tuple(dict.fromkeys(e.lesson for e in EXERCISES.values()))
 
 
@@ -1668,6 +1691,9 @@ def run_judge(exercise_id: str, specs: list[dict], observations: list[dict]) -> 
             if obs.get("not_attempted"):
                 if index == 0:
                     return _not_attempted(exercise, missing=bool(obs.get("missing")))
+                if obs.get("returned_none"):  # a stub that returns None, or a real answer that forgot to return
+                    exercise.judge(spec, obs, chk)  # may name the path that returns None
+                    chk.fail(f"{exercise.name} returned None on a later case", "`return` your result on every path")
                 chk.fail(f"{exercise.name} raised {_clip(obs.get('raised', 'NotImplementedError'))} on a later case", "remove the leftover stub `raise NotImplementedError()`")
             if obs.get("timed_out"):
                 limit = obs.get("limit")
