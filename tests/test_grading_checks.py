@@ -110,6 +110,13 @@ def test_wrong_signature_and_called_function_name_the_fix():
     assert "`count_parameters` is (10, 20), not a function" in called and "without calling it" in called
 
 
+def test_scenario_answers_not_attempted_names_the_answer_scenarios_function():
+    for obj in (None, {"web_photos": None, "microscopy": None, "satellite": None, "products": None}):
+        result = run_check("04.scenario_answers", obj)
+        assert result.status == "not attempted" and "fill in `answer_scenarios()`" in result.feedback[0]
+    assert "`answer_scenarios()`" in run_check("04.scenario_answers").feedback[0]
+
+
 def test_unknown_lesson_lists_the_lessons():
     with pytest.raises(ValueError, match="unknown lesson '05_x': expected one of 00_pretrained_models, 01_feature_extraction"):
         exercises_for("05_x")

@@ -1727,11 +1727,17 @@ def run_judge(exercise_id: str, specs: list[dict], observations: list[dict]) -> 
 
 
 def _not_attempted(exercise: Exercise, *, missing: bool) -> CheckResult:
-    if missing:
+    if missing and exercise.id == "04.scenario_answers":
+        line = ("`scenario_answers` is not defined yet: run the cell that defines `answer_scenarios()` and stores "
+                "what it returns, then run this check again.")
+    elif missing:
         line = f"`{exercise.name}` is not defined yet: fill in the cell above and run it, then run this check again."
     elif exercise.kind == "function":
         line = (f"{exercise.name} still raises NotImplementedError: replace the `# YOUR CODE HERE` stub "
                 "with your code, run that cell, then run this check again.")
+    elif exercise.id == "04.scenario_answers":
+        line = ("`scenario_answers` is still None or holds placeholders: fill in `answer_scenarios()` so it returns "
+                "the dict, run that cell, then run this check again.")
     else:
         line = f"`{exercise.name}` still holds placeholders: fill in the cell above, run it, then run this check again."
     return CheckResult(exercise.id, NOT_ATTEMPTED, 0.0, exercise.points, (line,))
