@@ -1,4 +1,4 @@
-"""The exercise registry and the nine exercise checks of docs/EXERCISES.md.
+"""The exercise registry and the checks of lessons 01-04 (docs/EXERCISES.md); lesson modules add theirs.
 
 Every check follows the protocol of CHECKS_PROTOCOL.md, in three pure parts:
 
@@ -17,8 +17,9 @@ learner, not a grade. Each hint names a mistake the judge actually tested for.
 
 This file is deliberately self-contained (standard library, torch and torchvision only,
 imported lazily): the batch grader loads it straight from its path under a private module
-name, so nothing a submission redefines in ``labkit`` can change how it is graded. The
-strategy rule below is a deliberate copy of ``labkit/strategy.py`` (a test keeps the two equal).
+name, so nothing a submission redefines in ``labkit`` can change how it is graded. Lesson
+modules (``checks_00.py``, ...) sit next to it and are loaded the same way, by path, from here
+(``_load_lesson_checks``). The strategy rule below is a deliberate copy of ``labkit/strategy.py`` (a test keeps the two equal).
 
 Example:
     >>> from labkit.grading import check
