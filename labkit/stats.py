@@ -223,7 +223,7 @@ def over_seeds(
     seeds = list(seeds)
     if not seeds:
         raise ValueError("seeds is empty; give at least two, e.g. seeds=range(3).")
-    from labkit.train import progress_enabled
+    from labkit._env import progress_enabled
 
     enabled = progress_enabled(progress)
     if enabled:

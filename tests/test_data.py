@@ -188,7 +188,7 @@ def test_make_loaders_unknown_source_is_a_clear_error(micro, tmp_path):
 
 
 def test_unknown_bundled_dataset_is_a_clear_error():
-    with pytest.raises(ValueError, match="expected one of \\['cells', 'objects'\\]"):
+    with pytest.raises(ValueError, match="expected one of \\['cells', 'objects', 'slides'\\]"):
         get_bundled_dataset("imagenet")
 
 

@@ -42,8 +42,10 @@ def test_registry_holds_the_exercises_of_the_contract_lesson_00_first():
         "02.first_conv_weight", "02.to_display",
         "03.make_param_groups", "03.conv1_drift",
         "04.choose_strategy", "04.scenario_answers",
+        "05.reestimate_bn", "05.class_weights", "05.medical_policy",
     ]
-    assert LESSONS == ("00_pretrained_models", "01_feature_extraction", "02_first_layer_filters", "03_discriminative_lr", "04_choosing_a_strategy")
+    assert LESSONS == ("00_pretrained_models", "01_feature_extraction", "02_first_layer_filters", "03_discriminative_lr",
+                       "04_choosing_a_strategy", "05_medical_domain_adaptation")
     assert [e.name for e in exercises_for("04_choosing_a_strategy")] == ["choose_strategy", "scenario_answers"]
 
 
@@ -123,7 +125,7 @@ def test_unknown_lesson_lists_the_lessons():
 
 
 # --- every reference answer passes, public and hidden ----------------------------------------
-@pytest.mark.parametrize("exercise_id", list(EXERCISES))
+@pytest.mark.parametrize("exercise_id", [e for e in EXERCISES if not e.startswith("05.")])  # 05: test_check_variants_05
 def test_reference_answer_passes_public_and_hidden_cases(exercise_id):
     name = EXERCISES[exercise_id].name
     obj = _answer(name) if name != "scenario_answers" else eval(synthetic.SCENARIOS.split("=", 1)[1])  # noqa: S307
@@ -134,7 +136,7 @@ def test_reference_answer_passes_public_and_hidden_cases(exercise_id):
     assert (hidden.points, hidden.max_points) == (1.0, 1.0)
 
 
-@pytest.mark.parametrize("exercise_id", [e for e in EXERCISES if EXERCISES[e].kind == "function"])
+@pytest.mark.parametrize("exercise_id", [e for e in EXERCISES if EXERCISES[e].kind == "function" and not e.startswith("05.")])
 def test_untouched_stub_is_not_attempted_without_a_traceback(exercise_id, capsys):
     name = EXERCISES[exercise_id].name
     namespace = {"torch": torch, "nn": nn}

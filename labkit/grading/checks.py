@@ -1541,6 +1541,7 @@ def _load_lesson_checks(stem: str) -> list[Exercise]:
 EXERCISES = {
     **{e.id: e for e in _load_lesson_checks("checks_00")},
     **EXERCISES,
+    **{e.id: e for e in _load_lesson_checks("checks_05")},
 }
 LESSONS: tuple[str, ...] = tuple(dict.fromkeys(e.lesson for e in EXERCISES.values()))
 

@@ -1,0 +1,456 @@
+"""Pretrain the bundled micro-backbone on images made by labkit's own code: ``python -m labkit pretrain``.
+
+Two kinds of labelled images, chosen by the recipe's ``data`` (``"scenes"``, ``"fractals"``
+or ``"mix"``):
+
+* scenes of :func:`labkit.synth.render_scene`: name the glyph class (64 arrangements of
+  simple parts), the main part's stripe orientation (6) and its hue (8);
+* formula-driven fractals of :mod:`labkit.build.fractals` (FractalDB-style): name the
+  iterated function system (``fractal_classes`` of them) that drew the fractal, which sits at
+  a random size, place and colour on a dead-leaves backdrop with natural-image statistics.
+
+One ``fc`` layer holds every task's outputs; the loss is a weighted sum of the tasks'
+cross-entropies, each over the images labelled for that task. Recipe choices that make
+``conv1`` come out as clean edge and colour-blob detectors rather than leftover noise: a small
+initial scale for ``conv1``, stronger weight decay on it, translation and flip augmentation,
+and a cosine schedule. No label smoothing: it makes the pooled features transfer worse.
+
+Deterministic: a fixed seed, ``torch.use_deterministic_algorithms(True)`` and one CPU thread
+(single-threaded kernels do their reductions in a fixed order, and the second core of a 2-core
+machine stays free), so a fresh clone reproduces the committed figures; the bytes of the
+weights file match as long as the torch build matches too.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from labkit._env import peak_rss_mb
+from labkit.build import synth
+from labkit.models import WEIGHTS_DIR, MicroResNet, sha256_of
+
+__all__ = ["RECIPES", "DEFAULT_RECIPE", "RECIPE", "TASKS", "SCENE_TASKS", "IGNORE", "tasks_for", "render_training_images", "pretrain", "evaluate_tasks", "save_weights", "measure_transfer_gap",
+           "measure_gabor_likeness", "main"]
+
+#: The scene tasks and their class names, in the order of the fc outputs.
+SCENE_TASKS = {
+    "glyph": [f"glyph{k:02d}" for k in range(synth.N_GLYPHS)],
+    "orientation": [f"{d}deg" for d in synth.ORIENTATIONS],
+    "hue": list(synth.HUES),
+}
+#: Label of an image that has no label for a task (a fractal has no glyph, a scene no IFS).
+IGNORE = -100
+
+
+def tasks_for(recipe: dict) -> dict[str, list[str]]:
+    """The labelled tasks of a recipe and their class names, in the order of the fc outputs."""
+    out = dict(SCENE_TASKS) if recipe["data"] in ("scenes", "mix") else {}
+    if recipe["data"] in ("fractals", "mix"):
+        out["fractal"] = [f"ifs{k:03d}" for k in range(int(recipe["fractal_classes"]))]
+    if not out:
+        raise ValueError(f"recipe data must be 'scenes', 'fractals' or 'mix', got {recipe['data']!r}.")
+    return out
+
+_COMMON = {
+    "seed": 0,
+    "image_size": 72,
+    "crop_size": 64,
+    "batch_size": 64,
+    "optimizer": "adamw",
+    "lr": 0.002,
+    "momentum": 0.9,
+    "weight_decay": 0.05,
+    "conv1_weight_decay": 0.2,
+    "conv1_init_scale": 0.1,
+    "loss_weights": "1,1,0.5",
+    "threads": 1,
+    "deterministic": 1,
+    "fractal_weight": 1.0,
+}
+
+#: Named recipes. ``synth_v1``: glyph/orientation/hue scenes only (the weights of issue 3);
+#: ``mix_v2``: half scenes, half FractalDB-style fractals on dead leaves, no label smoothing (issue 11).
+RECIPES = {
+    "synth_v1": dict(_COMMON, train_scenes=14000, val_scenes=2000, epochs=10, label_smoothing=0.1,
+                     warmup_epochs=0.3, data="scenes", fractal_classes=200, fractal_images=0),
+    "mix_v2": dict(_COMMON, train_scenes=3000, val_scenes=250, epochs=8, label_smoothing=0.0,
+                   warmup_epochs=0.5, data="mix", fractal_classes=200, fractal_images=3000),
+}
+#: The recipe of the committed weights (what ``python -m labkit pretrain`` runs).
+DEFAULT_RECIPE = "synth_v1"
+#: The default recipe's values.
+RECIPE = dict(RECIPES[DEFAULT_RECIPE])
+TASKS = tasks_for(RECIPE)
+
+
+def _slices(tasks: dict) -> dict[str, slice]:
+    out, start = {}, 0
+    for task, names in tasks.items():
+        out[task] = slice(start, start + len(names))
+        start += len(names)
+    return out
+
+
+_FLIP_ORIENT = torch.tensor([(len(synth.ORIENTATIONS) - k) % len(synth.ORIENTATIONS) for k in range(len(synth.ORIENTATIONS))])
+
+
+def _augment(x: torch.Tensor, y: dict, crop: int, g: torch.Generator):
+    """Random crop (translation) and horizontal flip; a flip mirrors the stripe orientation label."""
+    n, _, h, w = x.shape
+    ox = torch.randint(0, w - crop + 1, (n,), generator=g)
+    oy = torch.randint(0, h - crop + 1, (n,), generator=g)
+    flip = torch.rand(n, generator=g) < 0.5
+    out = torch.empty((n, x.shape[1], crop, crop), dtype=x.dtype)
+    for i in range(n):
+        patch = x[i, :, oy[i]:oy[i] + crop, ox[i]:ox[i] + crop]
+        out[i] = patch.flip(-1) if flip[i] else patch
+    y = dict(y)
+    if "orientation" in y:
+        o = y["orientation"]
+        mirrored = _FLIP_ORIENT[o.clamp_min(0)]
+        y["orientation"] = torch.where(flip & (o >= 0), mirrored, o)
+    return out, y
+
+
+def _centre(x: torch.Tensor, crop: int) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    t, l = (h - crop) // 2, (w - crop) // 2
+    return x[..., t:t + crop, l:l + crop]
+
+
+def _normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    return (x.float() / 255.0 - mean[:, None, None]) / std[:, None, None]
+
+
+def _channel_stats(x: torch.Tensor, chunk: int = 2048):
+    """Per-channel mean and std of uint8 images, rounded to 3 decimals (as stored in the metadata)."""
+    s1 = torch.zeros(3, dtype=torch.float64)
+    s2 = torch.zeros(3, dtype=torch.float64)
+    for i in range(0, len(x), chunk):
+        v = x[i:i + chunk].double() / 255.0
+        s1 += v.sum((0, 2, 3))
+        s2 += (v * v).sum((0, 2, 3))
+    n = x.numel() / 3
+    mean = s1 / n
+    std = (s2 / n - mean * mean).sqrt()
+    return mean.round(decimals=3).float(), std.round(decimals=3).float()
+
+
+def _loss(logits: torch.Tensor, y: dict, smoothing: float, weights, tasks: dict) -> torch.Tensor:
+    """Weighted sum of each task's cross-entropy over the images labelled for that task."""
+    total = logits.new_zeros(())
+    for w, (t, sl) in zip(weights, _slices(tasks).items()):
+        keep = y[t] != IGNORE
+        if keep.all():  # scenes-only batches: exactly the synth_v1 computation
+            total = total + w * F.cross_entropy(logits[:, sl], y[t], label_smoothing=smoothing)
+        elif keep.any():
+            total = total + w * F.cross_entropy(logits[keep, sl], y[t][keep], label_smoothing=smoothing)
+    return total
+
+
+@torch.no_grad()
+def evaluate_tasks(model: torch.nn.Module, x: torch.Tensor, y: dict, *, mean, std, crop: int = 64,
+                   batch_size: int = 256, tasks: dict | None = None) -> dict[str, float]:
+    """Accuracy per pretraining task on uint8 images ``x`` (centre crop), over the images labelled for it."""
+    tasks = TASKS if tasks is None else tasks
+    model.eval()
+    correct = {t: 0 for t in tasks}
+    for i in range(0, len(x), batch_size):
+        logits = model(_normalize(_centre(x[i:i + batch_size], crop), mean, std))
+        for t, sl in _slices(tasks).items():
+            yt = y[t][i:i + batch_size]
+            correct[t] += ((logits[:, sl].argmax(1) == yt) & (yt != IGNORE)).sum().item()
+    return {t: round(c / max(1, int((y[t] != IGNORE).sum())), 4) for t, c in correct.items()}
+
+
+def render_training_images(r: dict, *, val: bool = False, log=print):
+    """The uint8 images and per-task labels of a recipe (train or val split); unlabelled tasks get IGNORE."""
+    from labkit.build import fractals
+
+    tasks = tasks_for(r)
+    scale = r["val_scenes"] / r["train_scenes"] if val else 1.0
+    seed = r["seed"] + (1 if val else 0)
+    xs, ys = [], []
+    if r["data"] in ("scenes", "mix"):
+        x, y = synth.render_scenes(r["val_scenes"] if val else r["train_scenes"], seed=seed, size=r["image_size"])
+        xs.append(x)
+        ys.append(dict(y, **({"fractal": torch.full((len(x),), IGNORE)} if "fractal" in tasks else {})))
+    if r["data"] in ("fractals", "mix"):
+        classes = fractals.make_ifs_classes(int(r["fractal_classes"]), seed=r["seed"])
+        n = max(1, round(r["fractal_images"] * scale))
+        x, y = fractals.render_fractal_images(n, classes, seed=seed, size=r["image_size"])
+        xs.append(x)
+        ys.append({t: (y if t == "fractal" else torch.full((n,), IGNORE)) for t in tasks})
+    return torch.cat(xs), {t: torch.cat([y[t] for y in ys]) for t in tasks}
+
+
+def pretrain(recipe: dict | None = None, *, base: str = DEFAULT_RECIPE, log=print):
+    """Run a pretraining recipe; return ``(model, meta)`` with the measured figures in ``meta``.
+
+    Args:
+        recipe: overrides for the base recipe (for example ``{"train_scenes": 2000, "epochs": 1}``).
+        base: a name in :data:`RECIPES`.
+        log: where progress lines go.
+    """
+    if base not in RECIPES:
+        raise ValueError(f"pretrain got base={base!r}; expected one of {sorted(RECIPES)}.")
+    r = dict(RECIPES[base], **(recipe or {}))
+    unknown = set(r) - set(RECIPE)
+    if unknown:
+        raise ValueError(f"pretrain got unknown recipe keys {sorted(unknown)}; expected some of {sorted(RECIPE)}.")
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(int(r["threads"]))
+    torch.use_deterministic_algorithms(bool(r["deterministic"]))
+    try:
+        return _pretrain(r, log)
+    finally:  # leave the process as it was (tests, notebooks)
+        torch.set_num_threads(saved[0])
+        torch.use_deterministic_algorithms(saved[1])
+
+
+def _pretrain(r: dict, log):
+    torch.manual_seed(r["seed"])
+    g = torch.Generator().manual_seed(r["seed"])
+    t0, c0 = time.time(), time.process_time()
+
+    tasks = tasks_for(r)
+    log(f"rendering the training and validation images ({r['data']}) ...")
+    xtr, ytr = render_training_images(r, log=log)
+    xva, yva = render_training_images(r, val=True, log=log)
+    mean, std = _channel_stats(xtr)
+    log(f"  done in {time.time() - t0:.0f}s; mean {mean.tolist()} std {std.tolist()}")
+
+    n_out = sum(len(v) for v in tasks.values())
+    model = MicroResNet(num_classes=n_out)
+    with torch.no_grad():
+        model.conv1.weight.mul_(r["conv1_init_scale"])
+    conv1 = [model.conv1.weight]
+    decay = [p for n, p in model.named_parameters() if p.ndim > 1 and n != "conv1.weight"]
+    no_decay = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": conv1, "weight_decay": r["conv1_weight_decay"]},
+              {"params": decay, "weight_decay": r["weight_decay"]},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if r["optimizer"] == "sgd":
+        opt = torch.optim.SGD(groups, lr=r["lr"], momentum=r["momentum"], nesterov=True)
+    elif r["optimizer"] == "adamw":
+        opt = torch.optim.AdamW(groups, lr=r["lr"], betas=(r["momentum"], 0.999))
+    else:
+        raise ValueError(f"recipe optimizer must be 'sgd' or 'adamw', got {r['optimizer']!r}.")
+    weights = [float(v) for v in str(r["loss_weights"]).split(",")][:3 if r["data"] != "fractals" else 0]
+    if "fractal" in tasks:
+        weights.append(float(r["fractal_weight"]))
+    steps_per_epoch = len(xtr) // r["batch_size"]
+    total = steps_per_epoch * r["epochs"]
+    warm = max(1, int(r["warmup_epochs"] * steps_per_epoch))
+
+    def lr_at(step: int) -> float:
+        if step < warm:
+            return r["lr"] * (step + 1) / warm
+        return r["lr"] * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+
+    history = []
+    step = 0
+    for epoch in range(r["epochs"]):
+        model.train()
+        order = torch.randperm(len(xtr), generator=g)
+        running, seen = 0.0, 0
+        for b in range(steps_per_epoch):
+            idx = order[b * r["batch_size"]:(b + 1) * r["batch_size"]]
+            xb, yb = _augment(xtr[idx], {k: v[idx] for k, v in ytr.items()}, r["crop_size"], g)
+            for group in opt.param_groups:
+                group["lr"] = lr_at(step)
+            loss = _loss(model(_normalize(xb, mean, std)), yb, r["label_smoothing"], weights, tasks)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.item() * len(idx)
+            seen += len(idx)
+            step += 1
+        acc = evaluate_tasks(model, xva, yva, mean=mean, std=std, crop=r["crop_size"], tasks=tasks)
+        history.append({"epoch": epoch + 1, "train_loss": round(running / seen, 4), "val_accuracy": acc})
+        log(f"epoch {epoch + 1}/{r['epochs']}: loss {running / seen:.3f}, val acc {acc}, "
+            f"{time.time() - t0:.0f}s wall, {time.process_time() - c0:.0f}s cpu")
+
+    meta = {
+        "name": "micro_resnet",
+        "weights": "MicroResNet_Weights.SYNTH_V1",
+        "architecture": "torchvision ResNet, BasicBlock x [1, 1, 1, 1], widths 64-128-256-512",
+        "input_size": r["crop_size"],
+        "resize_size": r["image_size"],
+        "mean": [round(v, 3) for v in mean.tolist()],
+        "std": [round(v, 3) for v in std.tolist()],
+        "interpolation": "bilinear",
+        "categories": [f"{t}:{c}" for t, names in tasks.items() for c in names],
+        "tasks": {t: {"outputs": [sl.start, sl.stop], "classes": tasks[t]} for t, sl in _slices(tasks).items()},
+        "num_params": sum(p.numel() for p in model.parameters()),
+        "recipe": r,
+        "metrics": {"val_accuracy": history[-1]["val_accuracy"], "final_train_loss": history[-1]["train_loss"]},
+        "history": history,
+        "cost": {"wall_s": round(time.time() - t0, 1), "cpu_s": round(time.process_time() - c0, 1),
+                 "peak_rss_mb": round(peak_rss_mb() or 0, 1)},
+        "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                        "machine": platform.machine(), "threads": torch.get_num_threads()},
+    }
+    return model.eval(), meta
+
+
+def save_weights(model: torch.nn.Module, meta: dict, out_dir: str | Path, *, stem: str = "micro_resnet") -> Path:
+    """Write ``stem.pt`` (half-precision state_dict) and ``stem.json`` (metadata with its sha256)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{stem}.pt"
+    state = {k: (v.half() if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    torch.save(state, path)
+    meta = dict(meta, file=path.name, dtype="float16", sha256=sha256_of(path), bytes=path.stat().st_size)
+    (out / f"{stem}.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return path
+
+
+def _fit(model: torch.nn.Module, params, loaders, *, epochs: int, lr: float, frozen_backbone: bool) -> float:
+    """Train ``params`` with AdamW and a one-cycle schedule; return val accuracy."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(loaders.train))
+    for _ in range(epochs):
+        model.train()
+        if frozen_backbone:  # frozen BatchNorm keeps its pretrained running statistics
+            for m in model.modules():
+                if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        for x, y in loaders.train:
+            opt.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            opt.step()
+            sched.step()
+    model.eval()
+    correct = total = 0
+    with torch.no_grad():
+        for x, y in loaders.val:
+            correct += (model(x).argmax(1) == y).sum().item()
+            total += len(y)
+    return correct / total
+
+
+def measure_transfer_gap(*, dataset: str = "objects", per_class: int = 30, epochs: int = 15, batch_size: int = 32,
+                         seed: int = 0, head_lr: float = 1e-2, scratch_lr: float = 2e-3,
+                         weights_file: str | Path | None = None) -> dict:
+    """Val accuracy of a frozen pretrained micro-backbone + new linear head vs the same net trained from scratch.
+
+    Both see the same training images (at most ``per_class`` per class of a bundled dataset), the
+    same augmentation and the same number of epochs, and are scored on the full val split.
+
+    Returns:
+        ``{"dataset", "per_class", "epochs", "frozen", "scratch", "gap_points", "seconds"}``.
+    """
+    from labkit.data import make_loaders
+    from labkit.models import build_micro_resnet, load_backbone
+
+    backbone = load_backbone("micro_resnet", weights_file=weights_file, verbose=False)
+    result = {"dataset": dataset, "per_class": per_class, "epochs": epochs, "seconds": {}}
+
+    def loaders():
+        torch.manual_seed(seed)  # same shuffling and same augmentation draws for both runs
+        return make_loaders(dataset, backbone=backbone, batch_size=batch_size, max_per_class=per_class,
+                            seed=seed, verbose=False)
+
+    dl = loaders()
+    model = backbone.model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    torch.manual_seed(seed)
+    model.fc = torch.nn.Linear(model.fc.in_features, dl.num_classes)
+    t = time.time()
+    result["frozen"] = round(_fit(model, model.fc.parameters(), dl, epochs=epochs, lr=head_lr, frozen_backbone=True), 4)
+    result["seconds"]["frozen"] = round(time.time() - t, 1)
+
+    dl = loaders()
+    scratch = build_micro_resnet(dl.num_classes)
+    t = time.time()
+    result["scratch"] = round(_fit(scratch, scratch.parameters(), dl, epochs=epochs, lr=scratch_lr,
+                                   frozen_backbone=False), 4)
+    result["seconds"]["scratch"] = round(time.time() - t, 1)
+    result["gap_points"] = round(100 * (result["frozen"] - result["scratch"]), 1)
+    return result
+
+
+def measure_gabor_likeness(weight: torch.Tensor, *, seed: int = 0) -> dict | None:
+    """Mean Gabor-likeness of ``weight`` (conv1) and of a randomly initialised conv1; None without labkit.filters."""
+    try:
+        from labkit.filters import gabor_likeness
+    except ImportError:
+        return None
+    from labkit.models import build_micro_resnet
+
+    torch.manual_seed(seed)
+    rand = build_micro_resnet().conv1.weight.detach()
+    return {"pretrained": round(gabor_likeness(weight.detach().float()).mean().item(), 3),
+            "random": round(gabor_likeness(rand).mean().item(), 3)}
+
+
+def main(argv: list[str]) -> int:
+    """``python -m labkit pretrain [--out DIR] [--epochs N] [--scenes N] ...``"""
+    p = argparse.ArgumentParser(prog="python -m labkit pretrain",
+                                description="Pretrain the micro-backbone on synthetic scenes and write its weights.")
+    p.add_argument("--out", default=str(WEIGHTS_DIR), help=f"output folder (default: {WEIGHTS_DIR})")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=sorted(RECIPES),
+                   help=f"named recipe (default: {DEFAULT_RECIPE}, the committed weights)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--scenes", type=int, default=None, help="training scenes")
+    p.add_argument("--val-scenes", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--threads", type=int, default=RECIPE["threads"],
+                   help="CPU threads (keep 1 to reproduce the committed file byte for byte)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"override another recipe value; keys: {', '.join(RECIPE)}")
+    p.add_argument("--no-eval", action="store_true", help="skip the Gabor-likeness and transfer-gap measurements")
+    a = p.parse_args(argv)
+    given = {"epochs": a.epochs, "train_scenes": a.scenes, "val_scenes": a.val_scenes, "seed": a.seed,
+             "threads": a.threads}
+    recipe = {k: v for k, v in given.items() if v is not None}
+    for item in a.set:
+        key, _, value = item.partition("=")
+        if key not in RECIPE or not value:
+            p.error(f"--set expects KEY=VALUE with KEY one of {', '.join(RECIPE)}, got {item!r}")
+        recipe[key] = type(RECIPE[key])(value)
+    model, meta = pretrain(recipe, base=a.recipe)
+    path = save_weights(model, meta, a.out)
+    meta_path = path.with_suffix(".json")
+    saved = json.loads(meta_path.read_text())
+    print(f"wrote {path} ({saved['bytes'] / 1e6:.2f} MB, sha256 {saved['sha256'][:16]}...)")
+    print(f"pretraining val accuracy: {saved['metrics']['val_accuracy']}; cost: {saved['cost']}")
+    if a.no_eval:
+        return 0
+    torch.set_num_threads(a.threads)  # as benchmarks/transfer_gap.py does, so its figures match these
+    gabor = measure_gabor_likeness(model.conv1.weight, seed=meta["recipe"]["seed"])
+    if gabor is not None:
+        saved["conv1_gabor_likeness"] = gabor
+        print(f"conv1 Gabor-likeness (mean of 64 filters): pretrained {gabor['pretrained']:.3f}, "
+              f"random init {gabor['random']:.3f}")
+    gap = measure_transfer_gap(weights_file=path, seed=meta["recipe"]["seed"])
+    saved["transfer"] = gap
+    print(f"transfer on {gap['dataset']} ({gap['per_class']} train images per class, {gap['epochs']} epochs): "
+          f"frozen + new head {100 * gap['frozen']:.1f}%, from scratch {100 * gap['scratch']:.1f}%, "
+          f"gap {gap['gap_points']:+.1f} points")
+    try:
+        from labkit.build.probe import format_report, measure_digits_probe, measure_filter_controls
+    except ImportError:  # scikit-learn missing: the weights are written, the real-image figures are not
+        probe = None
+    else:
+        probe = measure_digits_probe(path, seeds=range(10))
+        controls = measure_filter_controls(model.conv1.weight)
+        saved["digits_probe"] = probe.to_dict()
+        saved["conv1_controls"] = controls
+        print(format_report(probe, controls, title="real images (scikit-learn digits):"))
+    meta_path.write_text(json.dumps(saved, indent=1) + "\n")  # the figures; the .pt (and its sha256) is unchanged
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,404 @@
+"""Exercise checks of lesson 05 (domain adaptation for medical images), in the protocol form.
+
+Each exercise is split into three pure parts (see CHECKS_PROTOCOL.md):
+
+* ``cases(hidden=..., rng=...)``: JSON-safe case specs (public ones fixed; hidden ones drawn
+  from ``rng`` within the same stated contract);
+* ``observe(obj, spec)``: runs the learner's object on inputs rebuilt from the spec and
+  returns a JSON-safe observation (never a verdict); learner errors become ``{"raised": ...}``,
+  stubs ``{"not_attempted": true}``;
+* ``judge(spec, observation, chk)``: rebuilds the reference from the spec, treats the
+  observation as untrusted data and calls ``chk.ok`` / ``chk.fail``.
+
+Standard library and torch only (imported lazily), like ``checks.py``. ``checks.py`` loads this
+file by path (``_load_lesson_checks``) and ``Exercise`` comes from it; ``EXERCISES_05`` holds
+the exercises.
+"""
+from __future__ import annotations
+
+import math
+import random
+import sys
+from typing import Any, Callable
+
+__all__ = ["EXERCISES_05", "tensor_to_json", "tensor_from_json"]
+
+LESSON = "05_medical_domain_adaptation"
+_MAX_RAISED = 200
+
+
+# ---------------------------------------------------------------------------------------
+# Protocol plumbing
+# ---------------------------------------------------------------------------------------
+def _protocol():
+    """The checks module that loaded this file (it holds ``Exercise``, ``Checker``, ...)."""
+    parent = sys.modules.get(__name__.rpartition(".")[0])
+    if getattr(parent, "Exercise", None) is None:  # imported directly, as labkit.grading.checks_05
+        from labkit.grading import checks as parent
+    return parent
+
+
+Exercise = _protocol().Exercise
+
+
+def _public_then_hidden(cases: Callable[..., list]) -> Callable[..., list]:
+    """The protocol's cases(): the public cases, then (hidden=True) the drawn ones flagged hidden."""
+
+    def both(*, hidden: bool, rng: random.Random) -> list[dict]:
+        specs = [{**s, "hidden": False} for s in cases(hidden=False, rng=rng)]
+        if hidden:
+            specs += [{**s, "hidden": True} for s in cases(hidden=True, rng=rng)]
+        return specs
+
+    return both
+
+
+def _raised(exc: BaseException) -> dict:
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return {"raised": text if len(text) <= _MAX_RAISED else text[: _MAX_RAISED - 1] + "…"}
+
+
+def tensor_to_json(t) -> dict:
+    """A tensor as ``{"shape": [...], "dtype": "float32", "data": [...]}``."""
+    t = t.detach().cpu()
+    return {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "data": t.flatten().tolist()}
+
+
+def tensor_from_json(d: Any):
+    """The tensor of :func:`tensor_to_json`; ``None`` for anything malformed (untrusted input)."""
+    import torch
+
+    if not isinstance(d, dict) or not isinstance(d.get("shape"), list) or not isinstance(d.get("data"), list):
+        return None
+    shape, data = d["shape"], d["data"]
+    if not all(isinstance(s, int) and s >= 0 for s in shape) or math.prod(shape) != len(data):
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
+        return None
+    return torch.tensor(data, dtype=torch.float64).reshape(shape)
+
+
+def _fail_raised(chk, shown: str, obs: dict) -> None:
+    chk.fail(f"{shown} raised {str(obs['raised'])[:_MAX_RAISED]}",
+             "call it yourself on a small example in a new cell to see the full traceback")
+
+
+# ---------------------------------------------------------------------------------------
+# 05.reestimate_bn: BatchNorm statistics by hand
+# ---------------------------------------------------------------------------------------
+def _bn_net(spec: dict):
+    """A small seeded conv net with two BatchNorm layers, and seeded batches of images."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(spec["seed"])
+    c1, c2 = spec["widths"]
+    net = nn.Sequential(nn.Conv2d(3, c1, 3, padding=1), nn.BatchNorm2d(c1), nn.ReLU(), nn.Dropout(0.3),
+                        nn.Conv2d(c1, c2, 3, padding=1), nn.BatchNorm2d(c2), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c2, 3))
+    with torch.no_grad():  # "pretrained" statistics, far from the new images' ones
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 1.5)
+                m.num_batches_tracked.fill_(500)
+                m.momentum = spec["momentum"]
+    net.train(spec["train_mode"])
+    g = torch.Generator().manual_seed(spec["seed"] + 1)
+    batches = [(torch.randn(spec["batch"], 3, 8, 8, generator=g) * 1.5 + 0.7,
+                torch.randint(0, 3, (spec["batch"],), generator=g)) for _ in range(spec["n_batches"])]
+    return net, batches
+
+
+def _bn_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
+    if not hidden:
+        return [
+            {"seed": 1, "widths": [4, 6], "batch": 8, "n_batches": 3, "momentum": 0.1, "train_mode": False},
+            {"seed": 2, "widths": [5, 3], "batch": 6, "n_batches": 4, "momentum": 0.1, "train_mode": True},
+        ]
+    return [{"seed": rng.randrange(10, 10_000), "widths": [rng.randint(2, 8), rng.randint(2, 8)],
+             "batch": rng.randint(4, 12), "n_batches": rng.randint(2, 5), "momentum": rng.choice([0.1, 0.01, 0.3]),
+             "train_mode": rng.random() < 0.5} for _ in range(2)]
+
+
+def _bn_state(net) -> dict:
+    from torch import nn
+
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    return {
+        "means": [tensor_to_json(m.running_mean) for m in bns],
+        "vars": [tensor_to_json(m.running_var) for m in bns],
+        "counts": [int(m.num_batches_tracked) for m in bns],
+        "momenta": [m.momentum for m in bns],
+        "modes": [bool(m.training) for m in net.modules()],
+        "params": [float(p.detach().double().sum()) for p in net.parameters()],
+        "params_sq": [float((p.detach().double() ** 2).sum()) for p in net.parameters()],
+    }
+
+
+def _bn_observe(obj: Any, spec: dict) -> dict:
+    if obj is None or not callable(obj):
+        return {"not_attempted": True} if obj is None else {"not_callable": type(obj).__name__}
+    net, batches = _bn_net(spec)
+    try:
+        obj(net, batches)
+    except NotImplementedError:
+        return {"not_attempted": True}
+    except Exception as exc:  # noqa: BLE001 - learner errors become observations
+        return _raised(exc)
+    return _bn_state(net)
+
+
+def _bn_reference(spec: dict, how: str) -> dict:
+    """The correct answer (``labkit.adapt.adapt_batchnorm`` on a fresh model) or a known mistake.
+
+    Runs in the trusted process only (judge), so importing labkit here is safe.
+    """
+    import torch
+    from torch import nn
+
+    net, batches = _bn_net(spec)
+    if how == "correct":
+        from labkit.adapt import adapt_batchnorm
+
+        adapt_batchnorm(net, batches)
+        return _bn_state(net)
+    modes = [m.training for m in net.modules()]
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    net.train(how == "all_train")  # the correct pass keeps dropout off
+    for m in bns:
+        if how != "no_reset":
+            m.reset_running_stats()
+        if how != "ema":
+            m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for x, _ in batches:
+            net(x)
+    for m, (mom, count) in zip(bns, saved):
+        m.momentum = mom
+        m.num_batches_tracked.copy_(count)
+    for m, mode in zip(net.modules(), modes):
+        m.training = mode
+    return _bn_state(net)
+
+
+def _close(a, b, tol: float = 1e-4) -> bool:
+    return a is not None and b is not None and a.shape == b.shape and bool(((a - b).abs() <= tol * (1 + b.abs())).all())
+
+
+def _bn_judge(spec: dict, obs: dict, chk) -> None:
+    shown = "reestimate_bn(model, batches)"
+    if not isinstance(obs, dict):
+        chk.fail("the check got no usable observation of your function", "make sure it runs without printing errors")
+    if "raised" in obs:
+        _fail_raised(chk, shown, obs)
+    if "not_callable" in obs:
+        chk.fail(f"`reestimate_bn` is a {str(obs['not_callable'])[:40]}, not a function", "define it with `def reestimate_bn(model, batches):`")
+    ref = _bn_reference(spec, "correct")
+    keys = ("means", "vars", "counts", "momenta", "modes", "params", "params_sq")
+    if any(not isinstance(obs.get(k), list) or len(obs[k]) != len(ref[k]) for k in keys):
+        chk.fail("the model came back with a different set of layers or parameters", "change the model's statistics in place; do not replace its layers")
+    got_m = [tensor_from_json(t) for t in obs["means"]]
+    got_v = [tensor_from_json(t) for t in obs["vars"]]
+    ref_m = [tensor_from_json(t) for t in ref["means"]]
+    ref_v = [tensor_from_json(t) for t in ref["vars"]]
+    start = _bn_net(spec)[0]
+    start_state = _bn_state(start)
+    if all(_close(g, tensor_from_json(s), 0) for g, s in zip(got_m, start_state["means"])):
+        chk.fail("the running statistics did not change",
+                 "BatchNorm layers only record statistics in training mode: put them in train() during the pass")
+    if not all(_close(g, r) for g, r in zip(got_m + got_v, ref_m + ref_v)):
+        for how, hint in (("all_train", "call model.eval() first and put only the BatchNorm layers in train(): dropout must be off during the pass"),
+                          ("ema", "a cumulative average needs momentum=None during the pass (momentum=0.1 blends into the old values)"),
+                          ("no_reset", "reset the statistics first (bn.reset_running_stats()), then average over the batches")):
+            alt = _bn_reference(spec, how)
+            alt_all = [tensor_from_json(t) for t in alt["means"] + alt["vars"]]
+            if all(_close(g, r) for g, r in zip(got_m + got_v, alt_all)):
+                chk.fail("the running statistics are not the average over the batches", hint)
+        chk.fail("the running statistics are not the average over the batches of each batch's mean and variance",
+                 "reset each BatchNorm layer, set momentum=None, run every batch once in training mode under torch.no_grad()")
+    chk.ok("running mean and variance are the cumulative average over the batches")
+    if not all(isinstance(a, (int, float)) and math.isclose(a, b, rel_tol=0, abs_tol=1e-12)
+               for a, b in zip(obs["params"] + obs["params_sq"], ref["params"] + ref["params_sq"])):
+        chk.fail("a weight of the model changed", "no optimizer and no gradient: only the BatchNorm statistics may change")
+    chk.ok("weights untouched")
+    if obs["momenta"] != ref["momenta"]:
+        chk.fail("the BatchNorm momentum was not put back", "save each layer's momentum before the pass and restore it after")
+    if obs["counts"] != ref["counts"]:
+        chk.fail("num_batches_tracked was not put back",
+                 "save each layer's num_batches_tracked before the pass and copy it back after (only the statistics may change)")
+    if obs["modes"] != ref["modes"]:
+        chk.fail("the model's train/eval mode was not restored",
+                 "remember each module's .training before the pass and set it back after (the model may have been in train or eval mode)")
+    chk.ok("momentum, num_batches_tracked and train/eval mode restored")
+
+
+# ---------------------------------------------------------------------------------------
+# 05.class_weights: weights from label counts
+# ---------------------------------------------------------------------------------------
+def _cw_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
+    if not hidden:
+        return [{"counts": [200, 100, 50, 50]}, {"counts": [10, 10]}, {"counts": [900, 90, 9, 1, 300]}]
+    return [{"counts": [rng.randint(1, 500) for _ in range(rng.randint(2, 7))]} for _ in range(3)]
+
+
+def _cw_observe(obj: Any, spec: dict) -> dict:
+    if obj is None:
+        return {"not_attempted": True}
+    if not callable(obj):
+        return {"not_callable": type(obj).__name__}
+    try:
+        out = obj(list(spec["counts"]))
+    except NotImplementedError:
+        return {"not_attempted": True}
+    except Exception as exc:  # noqa: BLE001
+        return _raised(exc)
+    if out is None:
+        return {"not_attempted": True}
+    try:
+        values = out.detach().cpu().flatten().tolist() if hasattr(out, "detach") else (
+            out.tolist() if hasattr(out, "tolist") else list(out))
+        values = [float(v) for v in values]
+    except Exception:  # noqa: BLE001
+        return {"returned_type": type(out).__name__}
+    return {"values": values, "type": type(out).__name__}
+
+
+def _cw_judge(spec: dict, obs: dict, chk) -> None:
+    counts = spec["counts"]
+    shown = f"class_weights_from_counts({counts})"
+    if not isinstance(obs, dict):
+        chk.fail("the check got no usable observation of your function", None)
+    if "raised" in obs:
+        _fail_raised(chk, shown, obs)
+    if "not_callable" in obs:
+        chk.fail("`class_weights_from_counts` is not a function", "define it with `def class_weights_from_counts(counts):`")
+    if "returned_type" in obs or not isinstance(obs.get("values"), list):
+        chk.fail(f"{shown} returned a {str(obs.get('returned_type', '?'))[:40]}, not a list of numbers",
+                 "return a list or a 1-D tensor with one weight per class")
+    got = obs["values"]
+    if not all(isinstance(v, float) and math.isfinite(v) for v in got):
+        chk.fail(f"{shown} returned values that are not finite numbers", "return one finite weight per class")
+    if len(got) != len(counts):
+        chk.fail(f"{shown} returned {len(got)} weights for {len(counts)} classes", "one weight per class, in class order")
+    chk.ok("one weight per class")
+    n, k = sum(counts), len(counts)
+    want = [n / (k * c) for c in counts]
+    if all(math.isclose(g, w, rel_tol=1e-5) for g, w in zip(got, want)):
+        chk.ok("weights are N / (classes x count): rare classes weigh more, the average weight per image is 1")
+        return
+    inverse = [1 / c for c in counts]
+    if all(math.isclose(g, w, rel_tol=1e-5) for g, w in zip(got, inverse)):
+        chk.fail(f"{shown} returned 1 / count", "scale them so the average weight per image is 1: N / (classes x count)")
+    share = [c / n for c in counts]
+    if all(math.isclose(g, w, rel_tol=1e-5) for g, w in zip(got, share)) or (
+            len(set(counts)) > 1 and all((a - b) * (ca - cb) > 0 for a, ca in zip(got, counts) for b, cb in zip(got, counts) if ca != cb)):
+        chk.fail(f"{shown} gives the common classes the larger weights", "a rare class needs a larger weight: divide by its count")
+    chk.fail(f"{shown} returned {[round(v, 4) for v in got[:6]]}", "weight of class c = N / (number of classes x count of c), N = total images")
+
+
+# ---------------------------------------------------------------------------------------
+# 05.medical_policy: strategy and BatchNorm policy for a medical project
+# ---------------------------------------------------------------------------------------
+_STRATEGIES = ("feature_extraction", "partial_finetune", "full_finetune")
+_BN = ("freeze", "update", "adapt")
+#: The lesson's scenarios: (labelled images, domain gap, new scanner seen only through unlabelled images).
+_SCENARIOS = {
+    "blood_smears": (400, 0.9, False),
+    "chest_xrays": (100_000, 0.8, False),
+    "wound_photos": (2_000, 0.3, False),
+    "second_scanner": (400, 0.9, True),
+}
+
+
+def _expected(n: int, gap: float, new_scanner: bool) -> tuple[str, str]:
+    strategy = "full_finetune" if n >= 10_000 else ("partial_finetune" if gap >= 0.5 else "feature_extraction")
+    if new_scanner:
+        return strategy, "adapt"
+    return strategy, "update" if n >= 10_000 else "freeze"
+
+
+def _mp_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
+    if not hidden:
+        points = [list(v) for v in _SCENARIOS.values()] + [[9_999, 0.5, False], [10_000, 0.49, True], [50, 0.1, True]]
+        return [{"points": points}]
+    points = [[rng.choice([rng.randint(1, 9_999), rng.randint(10_000, 5_000_000)]), round(rng.random(), 2),
+               rng.random() < 0.4] for _ in range(8)]
+    return [{"points": points}]
+
+
+def _mp_observe(obj: Any, spec: dict) -> dict:
+    if obj is None:
+        return {"not_attempted": True}
+    if not callable(obj):
+        return {"not_callable": type(obj).__name__}
+    answers = []
+    for n, gap, new_scanner in spec["points"]:
+        try:
+            out = obj(n, gap, new_scanner)
+        except NotImplementedError:
+            if not answers:
+                return {"not_attempted": True}
+            answers.append({"raised": "NotImplementedError"})
+            continue
+        except Exception as exc:  # noqa: BLE001
+            answers.append(_raised(exc))
+            continue
+        if isinstance(out, (tuple, list)):
+            answers.append([x[:40] if isinstance(x, str) else repr(x)[:40] for x in out][:3])
+        else:
+            answers.append({"returned": repr(out)[:60]})
+    return {"answers": answers}
+
+
+def _mp_judge(spec: dict, obs: dict, chk) -> None:
+    if not isinstance(obs, dict):
+        chk.fail("the check got no usable observation", None)
+    if "not_callable" in obs:
+        chk.fail("`medical_policy` is not a function", "define it with `def medical_policy(n_images, domain_gap, new_scanner):`")
+    points, answers = spec["points"], obs.get("answers")
+    if not isinstance(answers, list) or len(answers) != len(points):
+        chk.fail("the check got no usable observation", None)
+    problems = []
+    for (n, gap, new_scanner), got in zip(points, answers):
+        shown = f"medical_policy({n:_}, {gap}, {new_scanner})"
+        if isinstance(got, dict) and "raised" in got:
+            _fail_raised(chk, shown, got)
+        if not isinstance(got, list) or len(got) != 2:
+            chk.fail(f"{shown} returned {str(got.get('returned', got) if isinstance(got, dict) else got)[:60]}",
+                     "return a pair (strategy, bn), e.g. (\"feature_extraction\", \"freeze\")")
+        strategy, bn = got
+        if strategy not in _STRATEGIES:
+            chk.fail(f"{shown} gave strategy {strategy[:40]}", f"use one of {', '.join(map(repr, _STRATEGIES))}")
+        if bn not in _BN:
+            chk.fail(f"{shown} gave bn {bn[:40]}", f"use one of {', '.join(map(repr, _BN))}")
+        want_s, want_bn = _expected(n, gap, new_scanner)
+        size = "small" if n < 10_000 else "large"
+        near = "distant" if gap >= 0.5 else "similar"
+        if strategy != want_s:
+            problems.append((f"{shown}: the strategy is not what the decision rule gives",
+                             f"{n:,} labelled images is {size} data (small: fewer than 10,000) and a gap of {gap} is {near} "
+                             "(distant: 0.5 or more); labkit.strategy.choose_strategy applies the rule"))
+        if bn != want_bn:
+            if new_scanner:
+                hint = ("a new scanner seen only through unlabelled images: re-estimate BatchNorm on them ('adapt'), "
+                        "whatever the training data")
+            elif bn == "adapt":
+                hint = "'adapt' is for a new scanner or site seen only through unlabelled images; without one, follow bn_advice"
+            else:
+                hint = "small data gives noisy batch statistics (keep BatchNorm frozen); with lots of data they can update"
+            problems.append((f"{shown}: the BatchNorm policy is not right", hint))
+        if problems:
+            chk.fail_many(problems)
+    chk.ok("returns a (strategy, bn) pair from the vocabulary")
+    chk.ok("strategy from data size and domain gap, BatchNorm from data size or a new scanner")
+
+
+EXERCISES_05: list = [
+    Exercise("05.reestimate_bn", LESSON, "reestimate_bn", _public_then_hidden(_bn_cases), _bn_observe, _bn_judge, ("model", "batches")),
+    Exercise("05.class_weights", LESSON, "class_weights_from_counts", _public_then_hidden(_cw_cases), _cw_observe, _cw_judge, ("counts",)),
+    Exercise("05.medical_policy", LESSON, "medical_policy", _public_then_hidden(_mp_cases), _mp_observe, _mp_judge,
+             ("n_images", "domain_gap", "new_scanner")),
+]
