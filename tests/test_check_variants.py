@@ -1368,8 +1368,11 @@ CORRECT = [(e, label, obj) for e, rows in C.items() for label, obj in rows]
 WRONG = [(e, label, obj, expect) for e, rows in W.items() for label, obj, expect in rows]
 
 
+OWN_TABLES = {"00_pretrained_models": "tests/test_check_variants_00.py", "05_medical_domain_adaptation": "tests/test_check_variants_05.py"}  # lessons whose table lives elsewhere
+
+
 def test_every_exercise_has_many_correct_and_wrong_variants():
-    for exercise_id in EXERCISES:
+    for exercise_id in [e for e, ex in EXERCISES.items() if ex.lesson not in OWN_TABLES]:
         assert len(C[exercise_id]) >= 4 and len(W[exercise_id]) >= 10, exercise_id
 
 

@@ -14,6 +14,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from labkit import get_head
 from labkit.grading import run_check
+from labkit.grading.checks import run_judge, run_observe
 from labkit.grading import checks as checks_module
 from labkit.grading.checks_00 import EXERCISES_00
 
@@ -244,6 +245,8 @@ CORRECT = [
     ("00.make_preprocessing", pre_function),
 ]
 
+CORRECT_BY_ID = {e: f for e, f in reversed(CORRECT)}
+
 WRONG = [
     ("00.most_accurate_under", wrong_strict, "not <"),
     ("00.most_accurate_under", wrong_no_budget, "at most the budget"),
@@ -312,14 +315,8 @@ def test_hidden_cases_are_fresh_and_public_cases_fixed():
 
 
 def _judge_all(ex, specs, observations):
-    """The trusted side alone: judge each (spec, observation) with the checks module's checker."""
-    chk = checks_module._Checker(ex, hidden=False)
-    try:
-        for spec, obs in zip(specs, observations):
-            ex.judge(spec, obs, chk)
-    except checks_module._Failed as failed:
-        return "failed", failed.problems
-    return "passed", chk.lines
+    """The trusted side alone: the protocol's run_judge on (spec, observation) pairs."""
+    return run_judge(ex.id, specs, observations).status
 
 
 @pytest.mark.parametrize("exercise, fn", [("00.most_accurate_under", wrong_strict), ("00.head_info", head_by_family),
@@ -331,7 +328,7 @@ def test_judging_json_round_tripped_observations_gives_the_same_verdict(exercise
     observations = [ex.observe(fn, spec) for spec in specs]
     text = json.dumps(observations)
     assert "Tensor(" not in text
-    assert _judge_all(ex, specs, json.loads(text))[0] == run_check(exercise, fn).status
+    assert _judge_all(ex, specs, json.loads(text)) == run_check(exercise, fn).status
 
 
 @pytest.mark.parametrize("exercise", sorted(BY_ID))
@@ -340,10 +337,34 @@ def test_judging_json_round_tripped_observations_gives_the_same_verdict(exercise
     {"returned": {"type": "str", "value": 5}}, {"returned": {"type": "callable"}, "output": {"type": "Tensor", "shape": "big"}},
     {"returned": {"type": "callable"}, "output": {"type": "Tensor", "shape": [3, 224, 224], "dtype": "float32",
                                                    "samples": ["a"] * 10}},
-    {"raised": "ValueError: boom", "error_type": "ValueError"}, {"not_attempted": True},
+    {"raised": "ValueError: boom", "error_type": "ValueError"}, {"misuse": "module", "type": "ResNet"}, "not a dict", None,
 ])
 def test_a_malformed_observation_is_a_failed_case_not_a_crash(exercise, observation):
     ex = BY_ID[exercise]
     spec = ex.cases(hidden=False, rng=random.Random(0))[0]
-    status, _ = _judge_all(ex, [spec], [observation])
-    assert status == "failed"
+    assert _judge_all(ex, [spec], [observation]) == "failed"
+
+
+@pytest.mark.parametrize("exercise", sorted(BY_ID))
+def test_a_not_attempted_first_observation_is_not_attempted_and_a_later_one_fails(exercise):
+    ex = BY_ID[exercise]
+    specs = ex.cases(hidden=False, rng=random.Random(0))[:2]
+    assert _judge_all(ex, specs, [{"not_attempted": True}, {"not_attempted": True}]) == "not attempted"
+    good = [ex.observe(CORRECT_BY_ID[exercise], spec) for spec in specs]
+    assert _judge_all(ex, specs, [good[0], {"not_attempted": True, "raised": "NotImplementedError: "}]) == "failed"
+    assert _judge_all(ex, specs, [good[0], {"not_attempted": True, "returned_none": True}]) == "failed"
+
+
+def test_lesson_00_exercises_use_the_protocol_exercise_type_and_are_registered_first():
+    assert all(isinstance(e, checks_module.Exercise) for e in EXERCISES_00)
+    assert [e.id for e in EXERCISES_00] == list(checks_module.EXERCISES)[:3]
+    assert checks_module.LESSONS[0] == "00_pretrained_models"
+    assert [e.params for e in EXERCISES_00] == [("rows", "column", "budget"), ("model",), ("weights",)]
+
+
+def test_run_observe_gives_json_safe_observations_for_every_exercise(one_torch_thread):
+    for ex in EXERCISES_00:
+        specs = ex.cases(hidden=False, rng=random.Random(0))[:1]
+        observations = run_observe(ex.id, CORRECT_BY_ID[ex.id], specs)
+        assert json.loads(json.dumps(observations, allow_nan=False)) == observations
+        assert run_judge(ex.id, specs, observations).status == "passed"

@@ -35,17 +35,39 @@ def _failed_lines(result: CheckResult) -> str:
 
 
 # --- registry ---------------------------------------------------------------------------
-def test_registry_holds_the_nine_exercises_of_the_contract():
+def test_registry_holds_the_exercises_of_the_contract_lesson_00_first():
     assert list(EXERCISES) == [
+        "00.most_accurate_under", "00.head_info", "00.make_preprocessing",
         "01.freeze_and_swap", "01.make_head_optimizer", "01.count_parameters",
         "02.first_conv_weight", "02.to_display",
         "03.make_param_groups", "03.conv1_drift",
         "04.choose_strategy", "04.scenario_answers",
         "05.reestimate_bn", "05.class_weights", "05.medical_policy",
     ]
-    assert LESSONS == ("01_feature_extraction", "02_first_layer_filters", "03_discriminative_lr", "04_choosing_a_strategy",
-                       "05_medical_domain_adaptation")
+    assert LESSONS == ("00_pretrained_models", "01_feature_extraction", "02_first_layer_filters", "03_discriminative_lr",
+                       "04_choosing_a_strategy", "05_medical_domain_adaptation")
     assert [e.name for e in exercises_for("04_choosing_a_strategy")] == ["choose_strategy", "scenario_answers"]
+
+
+def test_checks_loaded_by_path_load_the_lesson_modules_by_path_not_through_labkit(monkeypatch):
+    import importlib.util
+    import types
+
+    fake = types.ModuleType("fake")  # what a submission could plant under labkit's names
+    fake.EXERCISES_00, fake.Exercise = [], None
+    monkeypatch.setitem(sys.modules, "labkit.grading.checks_00", fake)
+    monkeypatch.setitem(sys.modules, "labkit.grading.checks", fake)
+    spec = importlib.util.spec_from_file_location("_labkit_checks_by_path", checks.__file__)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)
+    try:
+        spec.loader.exec_module(module)
+        assert list(module.EXERCISES) == list(EXERCISES) and module.LESSONS == LESSONS
+        head_info = module.EXERCISES["00.head_info"]
+        assert isinstance(head_info, module.Exercise) and head_info.judge.__module__ == "_labkit_checks_by_path.checks_00"
+        assert module.run_check("00.head_info", _answer("head_info")).status == "passed"
+    finally:
+        sys.modules.pop("_labkit_checks_by_path.checks_00", None)
 
 
 def test_unknown_exercise_id_prints_the_valid_ids_without_a_traceback(capsys):
@@ -53,7 +75,7 @@ def test_unknown_exercise_id_prints_the_valid_ids_without_a_traceback(capsys):
     out = capsys.readouterr().out
     assert result.status == "error" and result.points == 0
     assert "unknown exercise '01.freeze_and_swp'. Did you mean '01.freeze_and_swap'?" in out
-    assert "The exercises are: 01.freeze_and_swap, 01.make_head_optimizer" in out and "04.scenario_answers" in out
+    assert "The exercises are: 00.most_accurate_under, 00.head_info, 00.make_preprocessing, 01.freeze_and_swap" in out and "04.scenario_answers" in out
     assert "Traceback" not in out
     with pytest.raises(ValueError, match="unknown exercise '01.freeze_and_swp'.*Did you mean '01.freeze_and_swap'"):
         run_check("01.freeze_and_swp", lambda m, n: m)
@@ -90,8 +112,15 @@ def test_wrong_signature_and_called_function_name_the_fix():
     assert "`count_parameters` is (10, 20), not a function" in called and "without calling it" in called
 
 
+def test_scenario_answers_not_attempted_names_the_answer_scenarios_function():
+    for obj in (None, {"web_photos": None, "microscopy": None, "satellite": None, "products": None}):
+        result = run_check("04.scenario_answers", obj)
+        assert result.status == "not attempted" and "fill in `answer_scenarios()`" in result.feedback[0]
+    assert "`answer_scenarios()`" in run_check("04.scenario_answers").feedback[0]
+
+
 def test_unknown_lesson_lists_the_lessons():
-    with pytest.raises(ValueError, match="unknown lesson '05_x': expected one of 01_feature_extraction"):
+    with pytest.raises(ValueError, match="unknown lesson '05_x': expected one of 00_pretrained_models, 01_feature_extraction"):
         exercises_for("05_x")
 
 

@@ -1,4 +1,4 @@
-"""The exercise registry and the nine exercise checks of docs/EXERCISES.md.
+"""The exercise registry and the checks of lessons 01-04 (docs/EXERCISES.md); lesson modules add theirs.
 
 Every check follows the protocol of CHECKS_PROTOCOL.md, in three pure parts:
 
@@ -17,8 +17,9 @@ learner, not a grade. Each hint names a mistake the judge actually tested for.
 
 This file is deliberately self-contained (standard library, torch and torchvision only,
 imported lazily): the batch grader loads it straight from its path under a private module
-name, so nothing a submission redefines in ``labkit`` can change how it is graded. The
-strategy rule below is a deliberate copy of ``labkit/strategy.py`` (a test keeps the two equal).
+name, so nothing a submission redefines in ``labkit`` can change how it is graded. Lesson
+modules (``checks_00.py``, ...) sit next to it and are loaded the same way, by path, from here
+(``_load_lesson_checks``). The strategy rule below is a deliberate copy of ``labkit/strategy.py`` (a test keeps the two equal).
 
 Example:
     >>> from labkit.grading import check
@@ -34,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import difflib
+import importlib.util
 import inspect
 import json
 import math
@@ -1517,8 +1519,30 @@ EXERCISES: dict[str, Exercise] = {
         Exercise("04.scenario_answers", "04_choosing_a_strategy", "scenario_answers", _scenario_cases, _scenario_observe, _judge_scenarios),
     ]
 }
-EXERCISES = {**{e.id: e for e in __import__("labkit.grading.checks_00", fromlist=["EXERCISES_00"]).EXERCISES_00}, **EXERCISES}  # lesson 00 (issue 14)
-EXERCISES.update({e.id: e for e in __import__("labkit.grading.checks_05", fromlist=["EXERCISES_05"]).EXERCISES_05})
+
+
+def _load_lesson_checks(stem: str) -> list[Exercise]:
+    """The ``EXERCISES_NN`` list of the lesson module ``<stem>.py`` next to this file.
+
+    The module is loaded by path, like this file, as ``<this module's name>.<stem>`` (never
+    through ``labkit``, which a submission may have patched); it takes ``Exercise`` and the
+    other protocol types from this module (see ``_protocol`` in ``checks_00.py``).
+    """
+    name = f"{__name__}.{stem}"
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{stem}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return list(getattr(module, f"EXERCISES_{stem.rpartition('_')[2]}"))
+
+
+# Lesson modules come first, in lesson order; one line each.
+EXERCISES = {
+    **{e.id: e for e in _load_lesson_checks("checks_00")},
+    **EXERCISES,
+    **{e.id: e for e in _load_lesson_checks("checks_05")},
+}
 LESSONS: tuple[str, ...] = tuple(dict.fromkeys(e.lesson for e in EXERCISES.values()))
 
 
@@ -1669,6 +1693,9 @@ def run_judge(exercise_id: str, specs: list[dict], observations: list[dict]) -> 
             if obs.get("not_attempted"):
                 if index == 0:
                     return _not_attempted(exercise, missing=bool(obs.get("missing")))
+                if obs.get("returned_none"):  # a stub that returns None, or a real answer that forgot to return
+                    exercise.judge(spec, obs, chk)  # may name the path that returns None
+                    chk.fail(f"{exercise.name} returned None on a later case", "`return` your result on every path")
                 chk.fail(f"{exercise.name} raised {_clip(obs.get('raised', 'NotImplementedError'))} on a later case", "remove the leftover stub `raise NotImplementedError()`")
             if obs.get("timed_out"):
                 limit = obs.get("limit")
@@ -1702,11 +1729,17 @@ def run_judge(exercise_id: str, specs: list[dict], observations: list[dict]) -> 
 
 
 def _not_attempted(exercise: Exercise, *, missing: bool) -> CheckResult:
-    if missing:
+    if missing and exercise.id == "04.scenario_answers":
+        line = ("`scenario_answers` is not defined yet: run the cell that defines `answer_scenarios()` and stores "
+                "what it returns, then run this check again.")
+    elif missing:
         line = f"`{exercise.name}` is not defined yet: fill in the cell above and run it, then run this check again."
     elif exercise.kind == "function":
         line = (f"{exercise.name} still raises NotImplementedError: replace the `# YOUR CODE HERE` stub "
                 "with your code, run that cell, then run this check again.")
+    elif exercise.id == "04.scenario_answers":
+        line = ("`scenario_answers` is still None or holds placeholders: fill in `answer_scenarios()` so it returns "
+                "the dict, run that cell, then run this check again.")
     else:
         line = f"`{exercise.name}` still holds placeholders: fill in the cell above, run it, then run this check again."
     return CheckResult(exercise.id, NOT_ATTEMPTED, 0.0, exercise.points, (line,))

@@ -7,56 +7,33 @@
 * ``judge(spec, observation, chk)`` rebuilds the expected answer from the spec and calls
   ``chk.ok`` / ``chk.fail``; it treats the observation as untrusted data.
 
-Standard library, torch, torchvision and PIL only (imported lazily); nothing from the rest of
-labkit, so a submission cannot change how it is judged. ``Exercise.run(obj, chk)`` composes
-the three parts for the in-notebook ``check(...)`` of ``labkit/grading/checks.py``.
+Standard library, torch, torchvision and PIL only (imported lazily). ``checks.py`` loads this
+file by path, as ``<its own module name>.checks_00``, the way the batch grader loads
+``checks.py`` itself; ``Exercise`` comes from that loading module, so nothing a submission
+redefines in ``labkit`` can change how lesson 00 is judged.
 """
 from __future__ import annotations
 
 import math
 import random
 import sys
-from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["EXERCISES_00", "Exercise", "LESSON"]
+__all__ = ["EXERCISES_00", "LESSON"]
+
+
+def _protocol():
+    """The checks module that loaded this file (it holds ``Exercise``, ``Checker``, ...)."""
+    parent = sys.modules.get(__name__.rpartition(".")[0])
+    if getattr(parent, "Exercise", None) is None:  # imported directly, as labkit.grading.checks_00
+        from labkit.grading import checks as parent
+    return parent
+
+
+Exercise = _protocol().Exercise
 
 LESSON = "00_pretrained_models"
 _MAX_TEXT = 200
-
-
-@dataclass(frozen=True)
-class Exercise:
-    """One gradable exercise in protocol form (``run`` composes the parts for ``check``)."""
-
-    id: str
-    lesson: str
-    name: str
-    kind: str  # "function" or "object"
-    points: float
-    cases: Callable[..., list[dict]]
-    observe: Callable[[Any, dict], dict]
-    judge: Callable[[dict, dict, Any], None]
-
-    def run(self, obj: Any, chk: Any) -> None:
-        """Observe and judge every case in one process (feedback; the grader splits the two)."""
-        specs = self.cases(hidden=bool(getattr(chk, "hidden", False)), rng=random.Random())
-        for i, spec in enumerate(specs):
-            observation = self.observe(obj, spec)
-            if i == 0 and isinstance(observation, dict) and observation.get("not_attempted"):
-                raise _not_attempted(chk)
-            if spec.get("hidden"):
-                with chk.hidden_case():
-                    self.judge(spec, observation, chk)
-            else:
-                self.judge(spec, observation, chk)
-
-
-def _not_attempted(chk: Any) -> BaseException:
-    """The checker module's own "not attempted" signal (found through the checker's module)."""
-    module = sys.modules.get(type(chk).__module__)
-    cls = getattr(module, "_NotAttempted", None)
-    return cls() if isinstance(cls, type) and issubclass(cls, BaseException) else NotImplementedError()
 
 
 # --------------------------------------------------------------------------- observation helpers
@@ -74,14 +51,14 @@ def _call(fn: Any, *args: Any) -> tuple[Any, dict | None]:
         return None, {"not_callable": type(fn).__name__}
     try:
         value = fn(*args)
-    except NotImplementedError:
-        return None, {"not_attempted": True, "why": "raised NotImplementedError"}
+    except NotImplementedError as exc:
+        return None, {"not_attempted": True, "raised": _text(f"NotImplementedError: {exc}")}
     except SystemExit:
         return None, {"raised": "SystemExit: exit() was called"}
     except Exception as exc:  # noqa: BLE001 - learner errors become observations
         return None, {"raised": _text(f"{type(exc).__name__}: {exc}"), "error_type": type(exc).__name__}
     if value is None:
-        return None, {"not_attempted": True, "why": "returned None"}
+        return None, {"not_attempted": True, "returned_none": True, "why": "returned None"}
     return value, None
 
 
@@ -553,10 +530,9 @@ def _judge_preprocessing(spec: dict, observation: dict, chk: Any) -> None:
 
 # --------------------------------------------------------------------------- registry
 EXERCISES_00: list[Exercise] = [
-    Exercise("00.most_accurate_under", LESSON, "most_accurate_under", "function", 1.0,
-             _cases_most_accurate, _observe_most_accurate, _judge_most_accurate),
-    Exercise("00.head_info", LESSON, "head_info", "function", 1.0,
-             _cases_head_info, _observe_head_info, _judge_head_info),
-    Exercise("00.make_preprocessing", LESSON, "make_preprocessing", "function", 1.0,
-             _cases_preprocessing, _observe_preprocessing, _judge_preprocessing),
+    Exercise("00.most_accurate_under", LESSON, "most_accurate_under",
+             _cases_most_accurate, _observe_most_accurate, _judge_most_accurate, ("rows", "column", "budget")),
+    Exercise("00.head_info", LESSON, "head_info", _cases_head_info, _observe_head_info, _judge_head_info, ("model",)),
+    Exercise("00.make_preprocessing", LESSON, "make_preprocessing",
+             _cases_preprocessing, _observe_preprocessing, _judge_preprocessing, ("weights",)),
 ]

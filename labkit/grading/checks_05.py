@@ -10,19 +10,18 @@ Each exercise is split into three pure parts (see CHECKS_PROTOCOL.md):
 * ``judge(spec, observation, chk)``: rebuilds the reference from the spec, treats the
   observation as untrusted data and calls ``chk.ok`` / ``chk.fail``.
 
-Standard library and torch only (imported lazily), like ``checks.py``. ``EXERCISES_05`` holds
-the exercises; each also has ``run(obj, chk)``, which composes the three parts in one process
-for the in-notebook ``check(...)``.
+Standard library and torch only (imported lazily), like ``checks.py``. ``checks.py`` loads this
+file by path (``_load_lesson_checks``) and ``Exercise`` comes from it; ``EXERCISES_05`` holds
+the exercises.
 """
 from __future__ import annotations
 
 import math
 import random
 import sys
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
-__all__ = ["EXERCISES_05", "ProtocolExercise", "tensor_to_json", "tensor_from_json"]
+__all__ = ["EXERCISES_05", "tensor_to_json", "tensor_from_json"]
 
 LESSON = "05_medical_domain_adaptation"
 _MAX_RAISED = 200
@@ -31,39 +30,27 @@ _MAX_RAISED = 200
 # ---------------------------------------------------------------------------------------
 # Protocol plumbing
 # ---------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ProtocolExercise:
-    """One exercise as cases / observe / judge, plus ``run`` for the one-process ``check``."""
-
-    id: str
-    lesson: str
-    name: str
-    kind: str  # "function" or "object"
-    points: float
-    cases: Callable[..., list] = field(repr=False, compare=False)
-    observe: Callable[[Any, dict], dict] = field(repr=False, compare=False)
-    judge: Callable[[dict, dict, Any], None] = field(repr=False, compare=False)
-
-    def run(self, obj: Any, chk: Any) -> None:
-        """Public cases (and hidden ones when ``chk.hidden``): observe, then judge each."""
-        specs = [(s, False) for s in self.cases(hidden=False, rng=random.Random(0))]
-        if getattr(chk, "hidden", False):
-            specs += [(s, True) for s in self.cases(hidden=True, rng=random.Random())]
-        for spec, is_hidden in specs:
-            obs = self.observe(obj, spec)
-            if isinstance(obs, dict) and obs.get("not_attempted"):
-                raise _not_attempted(chk)
-            if is_hidden:
-                with chk.hidden_case():
-                    self.judge(spec, obs, chk)
-            else:
-                self.judge(spec, obs, chk)
+def _protocol():
+    """The checks module that loaded this file (it holds ``Exercise``, ``Checker``, ...)."""
+    parent = sys.modules.get(__name__.rpartition(".")[0])
+    if getattr(parent, "Exercise", None) is None:  # imported directly, as labkit.grading.checks_05
+        from labkit.grading import checks as parent
+    return parent
 
 
-def _not_attempted(chk: Any) -> BaseException:
-    module = sys.modules.get(type(chk).__module__)
-    cls = getattr(module, "_NotAttempted", None)
-    return cls() if cls is not None else NotImplementedError("not attempted")
+Exercise = _protocol().Exercise
+
+
+def _public_then_hidden(cases: Callable[..., list]) -> Callable[..., list]:
+    """The protocol's cases(): the public cases, then (hidden=True) the drawn ones flagged hidden."""
+
+    def both(*, hidden: bool, rng: random.Random) -> list[dict]:
+        specs = [{**s, "hidden": False} for s in cases(hidden=False, rng=rng)]
+        if hidden:
+            specs += [{**s, "hidden": True} for s in cases(hidden=True, rng=rng)]
+        return specs
+
+    return both
 
 
 def _raised(exc: BaseException) -> dict:
@@ -409,8 +396,9 @@ def _mp_judge(spec: dict, obs: dict, chk) -> None:
     chk.ok("strategy from data size and domain gap, BatchNorm from data size or a new scanner")
 
 
-EXERCISES_05: list[ProtocolExercise] = [
-    ProtocolExercise("05.reestimate_bn", LESSON, "reestimate_bn", "function", 1.0, _bn_cases, _bn_observe, _bn_judge),
-    ProtocolExercise("05.class_weights", LESSON, "class_weights_from_counts", "function", 1.0, _cw_cases, _cw_observe, _cw_judge),
-    ProtocolExercise("05.medical_policy", LESSON, "medical_policy", "function", 1.0, _mp_cases, _mp_observe, _mp_judge),
+EXERCISES_05: list = [
+    Exercise("05.reestimate_bn", LESSON, "reestimate_bn", _public_then_hidden(_bn_cases), _bn_observe, _bn_judge, ("model", "batches")),
+    Exercise("05.class_weights", LESSON, "class_weights_from_counts", _public_then_hidden(_cw_cases), _cw_observe, _cw_judge, ("counts",)),
+    Exercise("05.medical_policy", LESSON, "medical_policy", _public_then_hidden(_mp_cases), _mp_observe, _mp_judge,
+             ("n_images", "domain_gap", "new_scanner")),
 ]
