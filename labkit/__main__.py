@@ -19,6 +19,7 @@ COMMANDS = {
     "bench": ("labkit.bench", "main", "time frozen vs full fine-tuning vs cached features"),
     "pretrain": ("labkit.pretrain", "main", "pretrain the bundled micro-backbone on synthetic images"),
     "make-datasets": ("labkit.synth", "datasets_main", "regenerate the bundled datasets in datasets/"),
+    "rehearse": ("labkit.build.rehearse", "main", "run every solution notebook the Colab way (torchvision, 224 px, no network)"),
 }
 
 
