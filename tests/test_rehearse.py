@@ -74,6 +74,13 @@ def test_find_lessons_refuses_an_unknown_lesson():
         find_lessons(["99"])
 
 
+def test_cli_rehearse_names_the_lessons_when_one_is_unknown(capsys):
+    from labkit.__main__ import main
+
+    assert main(["rehearse", "99"]) == 2
+    assert "no lesson matches '99'" in capsys.readouterr().err
+
+
 def test_headline_lines_pick_findings_and_skip_the_rest():
     cell = nbformat.v4.new_code_cell(outputs=[nbformat.v4.new_output(
         "stream", name="stdout", text="classes: a, b\nvalidation accuracy: 0.875\n-> frozen is 3x faster\n")])

@@ -381,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     parser.add_argument("--solutions", default=str(SOLUTIONS_DIR), help="folder of solution notebooks")
     args = parser.parse_args(argv)
+    try:
+        find_lessons(args.lessons or None, solutions=args.solutions)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"labkit rehearse: {e}", file=sys.stderr)
+        return 2
     results = rehearse(args.lessons or None, solutions=args.solutions, timeout=args.timeout, save_to=args.save)
     return 0 if all(r.ok for r in results) else 1
 
