@@ -140,5 +140,6 @@ def test_lesson_02_runs_the_colab_way_on_cpu(capsys):
     assert result.ok, result.error
     assert "torchvision" in result.backbone and "224x224" in result.backbone
     assert result.headlines, "lesson 02 printed no headline line"
+    assert result.cpu_seconds > 0  # the kernel's CPU time, counted once it has exited
     out = capsys.readouterr().out
     assert "02_first_layer_filters" in out and "stand-in ResNet-18" in out

@@ -37,7 +37,7 @@ are not ImageNet ResNet-18's.
 Example:
     >>> from labkit.build.rehearse import rehearse
     >>> results = rehearse(["02"])  # doctest: +SKIP
-    02_first_layer_filters  ok  12.3 s  cpu ...
+    02_first_layer_filters       ok        12.3 s wall (kernel CPU 15 s)  device cpu ...
 """
 from __future__ import annotations
 
@@ -180,13 +180,15 @@ class LessonResult:
     ok: bool
     seconds: float
     device: str
+    cpu_seconds: float | None = None  # the kernel's user + system CPU time (None where not measurable)
     backbone: str = ""
     headlines: list = field(default_factory=list)
     error: str = ""
 
     def __str__(self) -> str:
         status = "ok" if self.ok else "FAILED"
-        lines = [f"{self.name:<28} {status:<6} {self.seconds:7.1f} s  device {self.device}"]
+        cpu = "" if self.cpu_seconds is None else f" (kernel CPU {self.cpu_seconds:.0f} s)"
+        lines = [f"{self.name:<28} {status:<6} {self.seconds:7.1f} s wall{cpu}  device {self.device}"]
         if self.backbone:
             lines.append(f"    {self.backbone}")
         lines += [f"    {h}" for h in self.headlines]
@@ -275,6 +277,16 @@ def headline_lines(nb, *, limit: int = 8) -> list[str]:
     return hits[:limit]
 
 
+def _children_cpu() -> float | None:
+    """User + system CPU seconds of this process's finished children (the kernels, once shut down)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _device_line(text: str) -> str | None:
     m = re.search(r"^device: (.+)$", text, re.MULTILINE)
     return m.group(1).strip() if m else None
@@ -311,6 +323,7 @@ def rehearse_lesson(path: str | Path, *, torch_home: str | Path, workdir: str | 
     client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=False,
                             resources={"metadata": {"path": str(workdir)}})
     error = ""
+    cpu_before = _children_cpu()
     start = time.perf_counter()
     try:
         client.execute(env=colab_like_env(torch_home), cwd=str(workdir))
@@ -319,6 +332,8 @@ def rehearse_lesson(path: str | Path, *, torch_home: str | Path, workdir: str | 
     except Exception as e:  # a dead kernel, a timeout
         error = f"{type(e).__name__}: {e}"
     seconds = time.perf_counter() - start
+    cpu_after = _children_cpu()
+    cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     text = _stream_text(nb)
     lines = _BACKBONE_LINE.findall(text)
     backbone = lines[0] if lines else ""
@@ -328,7 +343,7 @@ def rehearse_lesson(path: str | Path, *, torch_home: str | Path, workdir: str | 
         Path(save_to).mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, Path(save_to) / path.name)
     default_device = ("cuda (" + torch.cuda.get_device_name(0) + ")") if torch.cuda.is_available() else "cpu"
-    return LessonResult(path.stem, not error, seconds, _device_line(text) or default_device, backbone,
+    return LessonResult(path.stem, not error, seconds, _device_line(text) or default_device, cpu, backbone,
                         headline_lines(nb), error)
 
 
