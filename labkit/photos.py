@@ -13,7 +13,8 @@ set once at the top of the notebook:
   loudly instead.
 
 The real sets are downloaded once, through torchvision (which checks each archive's md5),
-into ``root`` (default ``./data``; in Colab ``/content/data``, kept for the session). What is
+into ``root`` (default ``$LABKIT_PHOTOS`` or ``./data``; in Colab ``/content/data``, kept for
+the session). What is
 downloaded is the whole archive, though a lesson uses only a few hundred of its images:
 
 =========  ================================================  ==========================
@@ -355,7 +356,7 @@ def _real_loaders(key: str, *, train_transform, eval_transform, classes, per_cla
 
 def load_lesson_data(choice: str = "auto", *, backbone: Any = None, train_transform: Callable | None = None,
                      eval_transform: Callable | None = None, classes: Sequence[str | int] | None = None,
-                     per_class: int = 30, val_per_class: int = 20, batch_size: int = 32, root: str | Path = "data",
+                     per_class: int = 30, val_per_class: int = 20, batch_size: int = 32, root: str | Path | None = None,
                      seed: int = 0, num_workers: int | None = None, pin_memory: bool | None = None,
                      download: bool = True, verbose: bool = True) -> Loaders:
     """Train and val loaders for a lesson, from one choice: bundled images, pets or flowers.
@@ -369,7 +370,7 @@ def load_lesson_data(choice: str = "auto", *, backbone: Any = None, train_transf
         per_class: training images per class (bundled: at most this many).
         val_per_class: validation images per class for a real set (the bundled sets have their own val/).
         batch_size: images per batch.
-        root: download folder for the real sets.
+        root: download folder for the real sets; default ``$LABKIT_PHOTOS`` or ``./data``.
         seed: fixes the subset, the split and the shuffling.
         num_workers: DataLoader workers; default 2 for real photos on CUDA (JPEG decoding), else 0.
         pin_memory: default: True when CUDA is available.
@@ -400,6 +401,7 @@ def load_lesson_data(choice: str = "auto", *, backbone: Any = None, train_transf
     if train_transform is None or eval_transform is None:
         raise ValueError("load_lesson_data needs the preprocessing of the backbone you will train: pass "
                          "backbone=<what load_backbone returned>, or both train_transform= and eval_transform=.")
+    root = Path(os.environ.get("LABKIT_PHOTOS", "data") if root is None else root)
     cuda = torch.cuda.is_available()
     pin = cuda if pin_memory is None else pin_memory
     if key in PHOTO_SETS:
@@ -407,7 +409,7 @@ def load_lesson_data(choice: str = "auto", *, backbone: Any = None, train_transf
         try:
             return _real_loaders(key, train_transform=train_transform, eval_transform=eval_transform, classes=classes,
                                  per_class=per_class, val_per_class=val_per_class, batch_size=batch_size,
-                                 root=Path(root), seed=seed, num_workers=workers, pin=pin, download=download,
+                                 root=root, seed=seed, num_workers=workers, pin=pin, download=download,
                                  verbose=verbose)
         except DatasetUnavailableError as e:
             if asked != "auto":

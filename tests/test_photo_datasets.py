@@ -115,6 +115,12 @@ def test_pets_loaders_split_the_chosen_breeds_per_class(fake_pets, capsys):
     assert "using the copy in" in out and "30 training and 15 validation photos" in out
 
 
+def test_photos_folder_comes_from_labkit_photos_when_not_given(fake_pets, micro, monkeypatch):
+    monkeypatch.setenv("LABKIT_PHOTOS", str(fake_pets))
+    data = load_lesson_data("pets", backbone=micro, per_class=4, val_per_class=2, verbose=False)
+    assert data.num_classes == 5 and len(data.train.dataset) == 20
+
+
 def test_pets_split_is_the_same_for_the_same_seed(fake_pets, micro):
     a = load_lesson_data("pets", backbone=micro, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
     b = load_lesson_data("pets", backbone=micro, root=fake_pets, per_class=4, val_per_class=2, verbose=False)

@@ -67,6 +67,12 @@ def test_colab_like_env_unsets_offline_and_blocks_network(tmp_path):
     assert "LABKIT_OFFLINE" not in env and "no_proxy" not in env
     assert env["TORCH_HOME"] == str(tmp_path)
     assert env["https_proxy"] == env["HTTP_PROXY"] == "http://127.0.0.1:9"
+    assert "LABKIT_DATA" not in env
+
+
+def test_colab_like_env_can_choose_the_lessons_data(tmp_path):
+    env = colab_like_env(tmp_path, base={}, data="flowers", photos=tmp_path / "photos")
+    assert env["LABKIT_DATA"] == "flowers" and env["LABKIT_PHOTOS"] == str((tmp_path / "photos").resolve())
 
 
 def test_find_lessons_refuses_an_unknown_lesson():

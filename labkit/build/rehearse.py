@@ -220,7 +220,8 @@ def find_lessons(selected: Iterable[str] | None = None, *, solutions: str | Path
     return picked
 
 
-def colab_like_env(torch_home: str | Path, *, base: dict | None = None) -> dict:
+def colab_like_env(torch_home: str | Path, *, base: dict | None = None, data: str | None = None,
+                   photos: str | Path | None = None) -> dict:
     """The kernel's environment: as Colab's (no ``LABKIT_OFFLINE``), with ``TORCH_HOME`` set and no network.
 
     Every proxy variable points at a closed loopback port and ``no_proxy`` is cleared, so a
@@ -238,6 +239,10 @@ def colab_like_env(torch_home: str | Path, *, base: dict | None = None) -> dict:
     env["TORCH_HOME"] = str(torch_home)
     for var in _PROXY_VARS:
         env[var] = _DEAD_PROXY
+    if data is not None:  # the lessons' DATA = "auto" then means this (see labkit.photos)
+        env["LABKIT_DATA"] = data
+    if photos is not None:  # a copy of the real photo sets, in torchvision's layout
+        env["LABKIT_PHOTOS"] = str(Path(photos).resolve())
     env.setdefault("LABKIT_PROGRESS", "0")  # progress bars only clutter the stored outputs
     env.setdefault("MPLBACKEND", "Agg")
     root = str(Path(__file__).resolve().parents[2])
@@ -304,7 +309,8 @@ def _check_colab_path(backbone_line: str) -> str | None:
 
 
 def rehearse_lesson(path: str | Path, *, torch_home: str | Path, workdir: str | Path, timeout: int = 1800,
-                    save_to: str | Path | None = None) -> LessonResult:
+                    save_to: str | Path | None = None, data: str | None = None,
+                    photos: str | Path | None = None) -> LessonResult:
     """Execute one solution notebook the Colab way and report it (never raises on a lesson's error).
 
     Args:
@@ -313,6 +319,8 @@ def rehearse_lesson(path: str | Path, *, torch_home: str | Path, workdir: str | 
         workdir: the kernel's working folder.
         timeout: seconds allowed per cell.
         save_to: write the executed notebook into this folder.
+        data: what the lessons' ``DATA = "auto"`` means (``LABKIT_DATA``), e.g. "flowers".
+        photos: a folder holding the real photo sets in torchvision's layout (``LABKIT_PHOTOS``).
     """
     import nbformat
     from nbclient import NotebookClient
@@ -326,7 +334,7 @@ def rehearse_lesson(path: str | Path, *, torch_home: str | Path, workdir: str | 
     cpu_before = _children_cpu()
     start = time.perf_counter()
     try:
-        client.execute(env=colab_like_env(torch_home), cwd=str(workdir))
+        client.execute(env=colab_like_env(torch_home, data=data, photos=photos), cwd=str(workdir))
     except CellExecutionError as e:
         error = str(e)
     except Exception as e:  # a dead kernel, a timeout
@@ -348,7 +356,8 @@ def rehearse_lesson(path: str | Path, *, torch_home: str | Path, workdir: str | 
 
 
 def rehearse(lessons: Sequence[str] | None = None, *, solutions: str | Path = SOLUTIONS_DIR, timeout: int = 1800,
-             save_to: str | Path | None = None, verbose: bool = True) -> list[LessonResult]:
+             save_to: str | Path | None = None, data: str | None = None, photos: str | Path | None = None,
+             verbose: bool = True) -> list[LessonResult]:
     """Rehearse the Colab path for the chosen lessons (default: all) and return one result per lesson.
 
     Args:
@@ -356,6 +365,8 @@ def rehearse(lessons: Sequence[str] | None = None, *, solutions: str | Path = SO
         solutions: the folder of solution notebooks.
         timeout: seconds allowed per cell.
         save_to: keep the executed notebooks in this folder.
+        data, photos: as for :func:`rehearse_lesson` (default: the lessons' own choice, which
+            outside Colab is the bundled images).
         verbose: print each lesson's report as it finishes.
 
     Example:
@@ -376,7 +387,8 @@ def rehearse(lessons: Sequence[str] | None = None, *, solutions: str | Path = SO
         for path in paths:
             workdir = home / "content" / path.stem
             workdir.mkdir(parents=True)
-            result = rehearse_lesson(path, torch_home=torch_home, workdir=workdir, timeout=timeout, save_to=save_to)
+            result = rehearse_lesson(path, torch_home=torch_home, workdir=workdir, timeout=timeout, save_to=save_to,
+                                     data=data, photos=photos)
             results.append(result)
             if verbose:
                 print(result, flush=True)
@@ -395,13 +407,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--save", metavar="DIR", help="keep the executed notebooks in DIR")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
     parser.add_argument("--solutions", default=str(SOLUTIONS_DIR), help="folder of solution notebooks")
+    parser.add_argument("--data", help="what the lessons' DATA = 'auto' means: bundled, pets or flowers "
+                                       "(default: bundled, as outside Colab)")
+    parser.add_argument("--photos", metavar="DIR", help="a copy of the photo sets in torchvision's layout "
+                                                         "(no network here, so pets/flowers must be there)")
     args = parser.parse_args(argv)
     try:
         find_lessons(args.lessons or None, solutions=args.solutions)
     except (ValueError, FileNotFoundError) as e:
         print(f"labkit rehearse: {e}", file=sys.stderr)
         return 2
-    results = rehearse(args.lessons or None, solutions=args.solutions, timeout=args.timeout, save_to=args.save)
+    results = rehearse(args.lessons or None, solutions=args.solutions, timeout=args.timeout, save_to=args.save,
+                       data=args.data, photos=args.photos)
     return 0 if all(r.ok for r in results) else 1
 
 
