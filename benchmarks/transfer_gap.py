@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from labkit.pretrain import measure_transfer_gap
+from labkit.build.pretrain import measure_transfer_gap
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,9 +5,11 @@ The surgery core is importable from the top level::
     from labkit import freeze, replace_head, trainable_report, param_groups
 
 Everything else lives in one module per concept (``labkit.models``, ``labkit.data``,
-``labkit.filters``, ``labkit.train``, ``labkit.features``, ``labkit.compare``,
-``labkit.strategy``, ``labkit.widgets``, ``labkit.grading``); import what a lesson needs
-from there.
+``labkit.filters``, ``labkit.train``, ``labkit.history``, ``labkit.device``, ``labkit.seed``,
+``labkit.measure``, ``labkit.features``, ``labkit.strategy``, ``labkit.compare``,
+``labkit.stats``, ``labkit.widgets``, ``labkit.grading``); import what a lesson needs from
+there. The tools that build the course (procedural images, the micro-backbone's pretraining,
+the benchmark) live apart in ``labkit.build`` and are not imported here.
 """
 from labkit.freeze import freeze, freeze_to, frozen_guard, trainable_report, unfreeze
 from labkit.heads import get_head, replace_head, stages

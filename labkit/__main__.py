@@ -16,9 +16,10 @@ COMMANDS = {
     "release": ("labkit.grading.cli", "release_main", "write student notebooks/ from solutions/"),
     "validate": ("labkit.grading.cli", "validate_main", "solutions score full marks, untouched students score zero"),
     "grade": ("labkit.grading.cli", "grade_main", "grade a batch of submitted notebooks into a CSV"),
-    "bench": ("labkit.bench", "main", "time frozen vs full fine-tuning vs cached features"),
-    "pretrain": ("labkit.pretrain", "main", "pretrain the bundled micro-backbone on synthetic images"),
-    "make-datasets": ("labkit.synth", "datasets_main", "regenerate the bundled datasets in datasets/"),
+    # course-building tools (labkit.build): for maintainers, not for learners
+    "bench": ("labkit.build.bench", "main", "time full_finetune vs feature_extraction vs cached_features"),
+    "pretrain": ("labkit.build.pretrain", "main", "pretrain the bundled micro-backbone on synthetic images"),
+    "make-datasets": ("labkit.build", "make_datasets_main", "regenerate the bundled datasets in datasets/"),
     "rehearse": ("labkit.build.rehearse", "main", "run every solution notebook the Colab way (torchvision, 224 px, no network)"),
 }
 

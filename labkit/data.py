@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import warnings
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -26,6 +25,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.transforms import InterpolationMode
+
+from labkit._env import DOWNLOAD_TIMEOUT_S, is_offline, socket_timeout
 
 __all__ = [
     "BUNDLED",
@@ -332,7 +333,8 @@ def load_image_folder(root: str | Path, *, transform: Callable | None = None, ve
 
 # --------------------------------------------------------------------------- torchvision datasets
 def load_torchvision_dataset(name: str, *, root: str | Path = "data", split: str = "train",
-                             transform: Callable | None = None, download: bool = True, timeout: float = 20.0) -> Dataset:
+                             transform: Callable | None = None, download: bool = True,
+                             timeout: float = DOWNLOAD_TIMEOUT_S) -> Dataset:
     """A real dataset from torchvision ("flowers102" or "oxford_pets"), downloaded on first use.
 
     Needs network access the first time (Google Colab has it). Offline (``LABKIT_OFFLINE=1``)
@@ -358,14 +360,13 @@ def load_torchvision_dataset(name: str, *, root: str | Path = "data", split: str
     cls_name, splits = TORCHVISION_DATASETS[key]
     if split not in splits:
         raise ValueError(f"load_torchvision_dataset expected split in {sorted(splits)}, got {split!r}.")
-    offline = os.environ.get("LABKIT_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    offline = is_offline()
     kwargs = {"split": splits[split], "transform": transform, "download": download and not offline}
     if key == "oxford_pets":
         kwargs["target_types"] = "category"
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
     try:
-        ds = getattr(tvd, cls_name)(str(root), **kwargs)
+        with socket_timeout(timeout):
+            ds = getattr(tvd, cls_name)(str(root), **kwargs)
     except Exception as e:  # URLError, timeouts, HTTP errors, "Dataset not found or corrupted"
         why = "offline mode (LABKIT_OFFLINE=1) allows no download" if offline else f"{type(e).__name__}: {e}"
         raise DatasetUnavailableError(
@@ -374,8 +375,6 @@ def load_torchvision_dataset(name: str, *, root: str | Path = "data", split: str
             f"make_loaders('objects', backbone=...) (everyday objects, near the micro-backbone's pretraining) or "
             f"make_loaders('cells', backbone=...) (microscopy-like, a distant domain)."
         ) from e
-    finally:
-        socket.setdefaulttimeout(old)
     if not hasattr(ds, "classes"):
         ds.classes = [str(i) for i in range(102)] if key == "flowers102" else sorted(set(map(str, ds._labels)))
     return ds

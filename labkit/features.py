@@ -28,20 +28,14 @@ from typing import Callable, Iterable, NamedTuple
 import torch
 from torch import nn
 
-from labkit.train import (
-    History,
-    _bar,
-    _loader_len,
-    _place_model,
-    _split_batch,
-    _sync,
-    _unwrap_subset,
-    fit,
-    progress_enabled,
-    resolve_amp,
-)
+from labkit._batches import loader_len, place_model, progress_bar, split_batch, to_device, unwrap_subset
+from labkit._env import progress_enabled
+from labkit.device import resolve_amp, synchronize
+from labkit.heads import get_head
+from labkit.history import History
+from labkit.train import fit
 
-__all__ = ["Features", "HeadFit", "extract_features", "fit_head", "feature_cache_path"]
+__all__ = ["Features", "HeadFit", "extract_features", "fit_head", "feature_cache_path", "split_head"]
 
 _RANDOM_TRANSFORM = re.compile(
     r"\b(Random\w*|ColorJitter|\w*AutoAugment|RandAugment|TrivialAugment\w*|AugMix|ElasticTransform|GaussianBlur)\("
@@ -86,7 +80,7 @@ def _data_fingerprint(dataset) -> str | None:
     """Hash of what labkit can read cheaply about the data; None when it cannot see the contents."""
     if dataset is None:
         return None
-    base, indices = _unwrap_subset(dataset)
+    base, indices = unwrap_subset(dataset)
     h = hashlib.blake2b(digest_size=16)
     h.update(type(base).__qualname__.encode())
     h.update(str(len(base)).encode())
@@ -167,7 +161,7 @@ def feature_cache_path(
 
 
 def _warn_if_random(loader) -> None:
-    base, _ = _unwrap_subset(getattr(loader, "dataset", None))
+    base, _ = unwrap_subset(getattr(loader, "dataset", None))
     text = " ".join(repr(getattr(base, a, None)) for a in ("transform", "transforms"))
     found = sorted(set(_RANDOM_TRANSFORM.findall(text)))
     if found:
@@ -219,13 +213,13 @@ def extract_features(
     """
     if not isinstance(backbone, nn.Module):
         raise TypeError(f"backbone: expected an nn.Module, got {type(backbone).__name__}.")
-    n_batches = _loader_len(loader)
+    n_batches = loader_len(loader)
     if n_batches == 0:
         raise ValueError(
             "extract_features: expected a loader with at least one batch, got an empty one. "
             "Fix: check the data folder/split, or lower batch_size if drop_last=True."
         )
-    dev = _place_model(backbone, device, "extract_features")
+    dev = place_model(backbone, device, "extract_features")
     amp_cfg = resolve_amp(dev, amp)
     amp_name = str(amp_cfg.dtype).replace("torch.", "") if amp_cfg.enabled else "off"
     path = None
@@ -241,14 +235,12 @@ def extract_features(
     if channels_last:
         backbone.to(memory_format=torch.channels_last)
     chunks, label_chunks = [], []
-    bar = _bar(n_batches, "features", progress_enabled(progress))
+    bar = progress_bar(n_batches, "features", progress_enabled(progress))
     try:
         with torch.inference_mode():
             for batch in loader:
-                x, y = _split_batch(batch, "extract_features: loader")
-                x = x.to(dev, non_blocking=True)
-                if channels_last and x.dim() == 4:
-                    x = x.contiguous(memory_format=torch.channels_last)
+                x, y = split_batch(batch, "extract_features: loader")
+                x, _ = to_device(x, None, dev, channels_last)
                 with amp_cfg.autocast(dev):
                     out = backbone(x)
                 if not isinstance(out, torch.Tensor):
@@ -259,12 +251,10 @@ def extract_features(
                     )
                 chunks.append(out.flatten(1).float())  # stays on the device: no sync per batch
                 label_chunks.append(torch.as_tensor(y).cpu())
-                if bar is not None:
-                    bar.update(1)
-        _sync(dev)
+                bar.update(1)
+        synchronize(dev)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         backbone.train(was_training)
     if not chunks:
         raise ValueError("extract_features: expected a loader with at least one batch, got none.")
@@ -283,13 +273,17 @@ def extract_features(
 # --------------------------------------------------------------------------- head training
 
 
-def _split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
+def split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     """Take the final Linear head out of ``model`` (in place, replaced by ``nn.Identity``).
 
-    Returns ``(backbone, head)``: the model now outputs the features the head consumed.
-    """
-    from labkit.heads import get_head
+    Returns ``(backbone, head)``: the model now outputs the features the head consumed,
+    ready for :func:`extract_features`, and the head is ready for :func:`fit_head`.
 
+    Example:
+        >>> backbone, head = split_head(torchvision.models.resnet18(weights=None))
+        >>> backbone.fc, head
+        (Identity(), Linear(in_features=512, out_features=1000, bias=True))
+    """
     head = get_head(model)
     if not isinstance(head, nn.Linear):
         raise TypeError(
@@ -303,15 +297,12 @@ def _split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     return model, head
 
 
-
 class _TensorBatches:
     """Mini-batches over in-memory tensors (already on the training device): no per-item
     indexing or collation, which would cost more than the head itself."""
 
-    def __init__(self, features, labels, batch_size: int, shuffle: bool, generator=None, num_classes=None):
+    def __init__(self, features, labels, batch_size: int, shuffle: bool, generator=None):
         self.dataset = torch.utils.data.TensorDataset(features, labels)
-        if num_classes is not None:  # the caller said how many classes: fit checks against that
-            self.dataset.classes = list(range(num_classes))
         self.features, self.labels = features, labels
         self.batch_size, self.shuffle, self.generator = batch_size, shuffle, generator
 
@@ -422,14 +413,14 @@ def fit_head(
             head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, num_classes))
     elif hidden is not None:
         raise ValueError("fit_head: pass either head=... or hidden=..., not both. Fix: drop hidden.")
-    dev = _place_model(head, device, "fit_head")
+    dev = place_model(head, device, "fit_head")
     if optimizer is None:
         optimizer = torch.optim.Adam(
             [p for p in head.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay
         )
     feats = train.features.to(dev, torch.float32)
     labels = train.labels.to(dev).long()
-    loader = _TensorBatches(feats, labels, batch_size, shuffle, generator, num_classes=stated_classes)
+    loader = _TensorBatches(feats, labels, batch_size, shuffle, generator)
     val_loader = None
     if val is not None:
         val_loader = _TensorBatches(
@@ -437,7 +428,7 @@ def fit_head(
         )
     history = fit(
         head, loader, val_loader, optimizer=optimizer, epochs=epochs, loss_fn=loss_fn,
-        device=dev, amp=amp, scheduler=scheduler, progress=progress,
+        device=dev, amp=amp, scheduler=scheduler, num_classes=stated_classes, progress=progress,
     )
     history.meta["cached_features"] = True
     return HeadFit(head, history)

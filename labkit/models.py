@@ -13,7 +13,7 @@ tells which backbone and which weights are in use.
 The micro-backbone is a torchvision ``ResNet`` (one BasicBlock per stage, 64x64 inputs) with
 ResNet-18's module names and widths (``conv1`` 64x3x7x7, ``bn1``, ``layer1``..``layer4``,
 ``fc`` on 512 features), pretrained by ``python -m labkit pretrain`` on synthetic scenes
-(see ``labkit.synth``). Its weights file sits in ``labkit/weights/`` with a JSON file that
+(see ``labkit.build.synth``). Its weights file sits in ``labkit/weights/`` with a JSON file that
 holds its sha256, preprocessing, pretraining recipe and measured figures.
 """
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import socket
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +30,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
+
+from labkit._env import DOWNLOAD_TIMEOUT_S, is_offline, socket_timeout
 
 __all__ = [
     "Backbone",
@@ -216,9 +217,6 @@ class Backbone(NamedTuple):
         return self.describe()
 
 
-def is_offline() -> bool:
-    """True when the environment asks for the offline backbone (``LABKIT_OFFLINE`` set to 1/true/yes)."""
-    return os.environ.get("LABKIT_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _insists_online() -> bool:
@@ -313,10 +311,9 @@ def _load_torchvision(name: str, pretrained: bool, progress: bool, timeout: floa
         return Backbone(model.eval(), None, make_eval_transform(pre), make_train_transform(pre), meta)
 
     cached = cached_checkpoint_path(default)
-    old_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
     try:
-        model = torchvision.models.get_model(name, weights=default, progress=progress)
+        with socket_timeout(timeout):
+            model = torchvision.models.get_model(name, weights=default, progress=progress)
     except Exception as e:  # URLError, socket errors, HTTP errors, a truncated cached file...
         raise BackboneUnavailableError(
             f"could not load the pretrained weights {default} for {name}: {type(e).__name__}: {e}. "
@@ -326,8 +323,6 @@ def _load_torchvision(name: str, pretrained: bool, progress: bool, timeout: floa
             f"load_backbone('micro_resnet'); or leave LABKIT_OFFLINE unset (not 0) and labkit falls back to it "
             f"with a banner. (labkit never switches to random weights on its own.)"
         ) from e
-    finally:
-        socket.setdefaulttimeout(old_timeout)
     dataset = "ImageNet-1K" if "IMAGENET1K" in str(default) else default.meta.get("recipe", "torchvision")
     meta = _meta_for(model, default, name, "torchvision", pre, f"{default} ({dataset}, torchvision)",
                      file=str(cached), categories=list(default.meta.get("categories", [])))
@@ -336,7 +331,7 @@ def _load_torchvision(name: str, pretrained: bool, progress: bool, timeout: floa
 
 def load_backbone(name: str = "resnet18", *, pretrained: bool = True, offline: bool | None = None,
                   weights_file: str | Path | None = None, verbose: bool = True, progress: bool = False,
-                  timeout: float = 30.0) -> Backbone:
+                  timeout: float = DOWNLOAD_TIMEOUT_S) -> Backbone:
     """Load a classification backbone with its matching preprocessing.
 
     Args:

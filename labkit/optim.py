@@ -12,6 +12,7 @@ from numbers import Real
 import torch
 from torch import nn
 
+from labkit._tables import render_table
 from labkit.freeze import unfreeze
 from labkit.heads import _check_module, stages
 
@@ -42,25 +43,23 @@ def _groups_for_stage(name: str, module: nn.Module, lr: float, weight_decay: flo
     if not params:
         return []
     if weight_decay == 0:
-        return [{"params": params, "lr": lr, "weight_decay": 0.0, "name": name}]
+        return [{"params": params, "lr": lr, "weight_decay": 0.0, "name": name, "stage": name}]
     # Biases and normalization weights (1-D tensors) are not decayed.
     decayed = [p for p in params if p.ndim > 1]
     plain = [p for p in params if p.ndim <= 1]
     groups = []
     if decayed:
-        groups.append({"params": decayed, "lr": lr, "weight_decay": weight_decay, "name": name})
+        groups.append({"params": decayed, "lr": lr, "weight_decay": weight_decay, "name": name, "stage": name})
     if plain:
-        groups.append({"params": plain, "lr": lr, "weight_decay": 0.0, "name": f"{name} (no decay)"})
+        groups.append({"params": plain, "lr": lr, "weight_decay": 0.0, "name": f"{name} (no decay)", "stage": name})
     return groups
 
 
 def _format_groups(groups: list[dict]) -> str:
-    width = max([len("group")] + [len(g["name"]) for g in groups])
-    lines = [f"{'group':<{width}}  {'lr':>9}  {'wd':>7}  {'tensors':>7}  {'params':>12}"]
-    for g in groups:
-        n = sum(p.numel() for p in g["params"])
-        lines.append(f"{g['name']:<{width}}  {g['lr']:>9.2e}  {g['weight_decay']:>7.1e}  {len(g['params']):>7}  {n:>12,}")
-    return "\n".join(lines)
+    rows = [[g["name"], f"{g['lr']:.2e}", f"{g['weight_decay']:.1e}", str(len(g["params"])),
+             f"{sum(p.numel() for p in g['params']):,}"] for g in groups]
+    return render_table(["group", "lr", "wd", "tensors", "params"], rows, align="lrrrr",
+                        min_widths=[0, 9, 7, 7, 12], rule=False)
 
 
 def param_groups(
@@ -87,8 +86,9 @@ def param_groups(
         verbose: print one line per group (rate, tensors, parameters).
 
     Returns:
-        A list of dicts with keys ``params``, ``lr``, ``weight_decay`` and ``name``, ready for
-        any ``torch.optim`` optimizer.
+        A list of dicts with keys ``params``, ``lr``, ``weight_decay``, ``name`` (for display:
+        ``"layer1"``, ``"layer1 (no decay)"``) and ``stage`` (the stage's name, the same for
+        both halves of a split stage), ready for any ``torch.optim`` optimizer.
 
     Example:
         >>> groups = param_groups(torchvision.models.resnet50(weights=None), base_lr=1e-3, decay=0.3)

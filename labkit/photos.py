@@ -45,6 +45,7 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from labkit._env import is_offline, socket_timeout
 from labkit.data import BUNDLED, DatasetUnavailableError, Loaders, make_eval_transform, make_loaders
 from labkit.data import make_train_transform
 
@@ -97,8 +98,6 @@ def _in_colab() -> bool:
     return "google.colab" in sys.modules
 
 
-def _offline() -> bool:
-    return os.environ.get("LABKIT_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 
 def _normalise(choice: Any) -> str:
@@ -128,7 +127,7 @@ def resolve_choice(choice: str = "auto") -> str:
             key = _normalise(forced)
             if key == "auto":
                 raise ValueError("LABKIT_DATA=auto would loop; set it to bundled, objects, cells, pets or flowers.")
-        elif _in_colab() and not _offline():
+        elif _in_colab() and not is_offline():
             key = COLAB_DEFAULT
         else:
             key = "bundled"
@@ -186,8 +185,6 @@ def download_photos(choice: str, *, root: str | Path = "data", timeout: float = 
         DatasetUnavailableError: no copy under ``root`` and the download failed (no network,
             ``LABKIT_OFFLINE=1``); the message names the bundled alternative.
     """
-    import socket
-
     import torchvision.datasets as tvd
 
     key = _normalise(choice)
@@ -198,7 +195,7 @@ def download_photos(choice: str, *, root: str | Path = "data", timeout: float = 
         if verbose:
             print(f"{spec.title}: using the copy in {root / spec.folder} (no download)")
         return root / spec.folder
-    if _offline():
+    if is_offline():
         raise DatasetUnavailableError(
             f"{spec.title} is not in {root / spec.folder} and LABKIT_OFFLINE=1 allows no download. Use the bundled "
             "images (DATA = \"bundled\"), or unset LABKIT_OFFLINE where there is network access (Colab has it)."
@@ -206,21 +203,18 @@ def download_photos(choice: str, *, root: str | Path = "data", timeout: float = 
     if verbose:
         print(f"downloading {describe_download(key)} into {root}/ ...", flush=True)
     start = time.perf_counter()
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)
+    kwargs = {"download": True}
+    if key == "pets":
+        kwargs["target_types"] = "category"
     try:
-        kwargs = {"download": True}
-        if key == "pets":
-            kwargs["target_types"] = "category"
-        getattr(tvd, spec.torchvision_class)(str(root), **kwargs)
+        with socket_timeout(timeout):
+            getattr(tvd, spec.torchvision_class)(str(root), **kwargs)
     except Exception as e:  # URLError, timeouts, HTTP errors, md5 mismatch, a missing scipy
         raise DatasetUnavailableError(
             f"could not download {spec.title} into {root} ({type(e).__name__}: {e}). It needs network access once "
             "(Google Colab has it) and, for Flowers-102, scipy. Without them use the bundled images: "
             "DATA = \"bundled\"."
         ) from e
-    finally:
-        socket.setdefaulttimeout(old)
     if verbose:
         print(f"{spec.title}: downloaded and unpacked in {time.perf_counter() - start:.0f} s; later runs reuse it")
     return root / spec.folder

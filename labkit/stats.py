@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import Callable, Iterable, Mapping, Sequence
 
-__all__ = ["PairedDifference", "paired_difference", "over_seeds", "verdict", "EXPECTATIONS"]
+__all__ = ["PairedDifference", "paired_difference", "over_seeds", "verdict", "format_table", "EXPECTATIONS"]
 
 EXPECTATIONS = ("greater", "less")
 HOLDS, CONTRADICTS, TOO_CLOSE = "holds", "contradicts", "too close to call"
@@ -87,6 +87,7 @@ class PairedDifference:
     expect: str
     z: float
     verdict: str
+    unit: str = "seeds"
 
     @property
     def mean_a(self) -> float:
@@ -107,7 +108,7 @@ class PairedDifference:
         sign = ">" if self.expect == "greater" else "<"
         return (
             f"{self.a_name} {self.mean_a:.3f} vs {self.b_name} {self.mean_b:.3f}: "
-            f"difference {self.mean:+.3f} ± {self.se:.3f} (n={self.n} seeds, {self.wins}/{self.n} {sign} 0)"
+            f"difference {self.mean:+.3f} ± {self.se:.3f} (n={self.n} {self.unit}, {self.wins}/{self.n} {sign} 0)"
             f" → {self.verdict}"
         )
 
@@ -119,6 +120,7 @@ def paired_difference(
     names: tuple[str, str] = ("a", "b"),
     expect: str = "greater",
     z: float = 2.0,
+    unit: str = "seeds",
 ) -> PairedDifference:
     """Pair ``a`` and ``b`` seed by seed and test the claim "``a`` is greater (or less) than ``b``".
 
@@ -128,6 +130,8 @@ def paired_difference(
         names: labels for the two arms in the printed line.
         expect: ``"greater"`` (the claim says ``a > b``) or ``"less"``.
         z: standard errors the mean difference must clear for ``holds`` or ``contradicts``.
+        unit: what the pairs are, for the printed line ("seeds"; "filters" when each filter
+            is paired with its own control).
 
     Example:
         >>> d = paired_difference([0.80, 0.82, 0.79], [0.60, 0.61, 0.58], names=("partial", "frozen"))
@@ -147,6 +151,8 @@ def paired_difference(
         )
     if not (isinstance(names, (tuple, list)) and len(names) == 2 and all(isinstance(s, str) for s in names)):
         raise TypeError(f"names must be two strings, got {names!r}.")
+    if not isinstance(unit, str) or not unit:
+        raise TypeError(f"unit must be a non-empty string such as 'seeds', got {unit!r}.")
     diffs = [x - y for x, y in zip(xs, ys)]
     n = len(diffs)
     mean = sum(diffs) / n
@@ -156,8 +162,43 @@ def paired_difference(
     return PairedDifference(
         a_name=names[0], b_name=names[1], a=tuple(xs), b=tuple(ys), diffs=tuple(diffs),
         mean=mean, se=se, n=n, wins=wins, expect=expect, z=z,
-        verdict=verdict(mean, se, expect=expect, z=z),
+        verdict=verdict(mean, se, expect=expect, z=z), unit=unit,
     )
+
+
+def format_table(results: Mapping[str, PairedDifference]) -> str:
+    """A table of several paired comparisons, one row per claim: both means, the difference ± its
+    standard error, the wins and the verdict.
+
+    Args:
+        results: ``{claim: PairedDifference}``, in the order the rows should appear.
+
+    Example:
+        >>> d = paired_difference([0.80, 0.82, 0.79], [0.60, 0.61, 0.58], names=("partial", "frozen"))
+        >>> print(format_table({"partial beats frozen": d}))
+        claim                 a        mean a  b       mean b  difference      wins  verdict
+        partial beats frozen  partial   0.803  frozen   0.597  +0.207 ± 0.003  3/3   holds
+    """
+    if not isinstance(results, Mapping) or not results:
+        raise TypeError(f"results must be a non-empty mapping {{claim: PairedDifference}}, got {results!r}.")
+    for claim, d in results.items():
+        if not isinstance(d, PairedDifference):
+            raise TypeError(
+                f"results[{claim!r}] must be a PairedDifference (from paired_difference), got {type(d).__name__}."
+            )
+    header = ("claim", "a", "mean a", "b", "mean b", "difference", "wins", "verdict")
+    rows = [
+        (str(claim), d.a_name, f"{d.mean_a:.3f}", d.b_name, f"{d.mean_b:.3f}", f"{d.mean:+.3f} ± {d.se:.3f}",
+         f"{d.wins}/{d.n}", d.verdict)
+        for claim, d in results.items()
+    ]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    right = {2, 4}  # numbers line up on the right
+    lines = []
+    for r in [header, *rows]:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
 
 
 def over_seeds(

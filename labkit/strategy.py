@@ -11,16 +11,59 @@ large (>= 10,000)  full fine-tuning (discriminative    full fine-tuning (from sc
 =================  ==================================  ==================================
 
 It is a starting point, not a verdict: always confirm on a held-out validation split.
+
+:data:`STRATEGY_TABLE` is the one description of every strategy labkit runs (what trains,
+what BatchNorm does, which learning rates), and :func:`apply_strategy` sets a model up by
+it; :func:`labkit.compare.compare_strategies`, the benchmark and the advice here all read it.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from numbers import Real
 from typing import NamedTuple
 
-__all__ = ["STRATEGIES", "SMALL_DATA", "DISTANT_GAP", "choose_strategy", "bn_advice", "advise", "Advice", "plot_plane"]
+from labkit._tables import render_table
 
-STRATEGIES = ("feature_extraction", "partial_finetune", "full_finetune")
+__all__ = [
+    "STRATEGIES", "ALL_STRATEGIES", "STRATEGY_TABLE", "Strategy", "strategy_table", "apply_strategy",
+    "SMALL_DATA", "DISTANT_GAP", "choose_strategy", "bn_advice", "advise", "Advice", "plot_plane",
+]
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One row of :data:`STRATEGY_TABLE`.
+
+    Attributes:
+        name: the strategy's name, e.g. ``"partial_finetune"``.
+        label: a short human label, e.g. ``"partial fine-tune"``.
+        trains: ``"head"``, ``"last stages + head"`` or ``"everything"``.
+        batchnorm: ``"freeze"`` (frozen layers' BatchNorm stays in eval, statistics kept) or
+            ``"update"`` (every BatchNorm layer's statistics follow the new data).
+        lr_rule: ``"head"`` (one rate, the head's), ``"head + thawed"`` (head at ``lr``, thawed
+            pretrained stages at ``lr * thawed_lr_factor``), ``"one rate"`` (everything at the
+            thawed rate) or ``"per stage"`` (:func:`labkit.optim.param_groups` with ``decay``).
+        cached: the frozen backbone runs once and the head trains on stored features.
+    """
+
+    name: str
+    label: str
+    trains: str
+    batchnorm: str
+    lr_rule: str
+    cached: bool = False
+
+
+STRATEGY_TABLE: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("cached_features", "cached features", "head", "freeze", "head", cached=True),
+    Strategy("feature_extraction", "feature extraction", "head", "freeze", "head"),
+    Strategy("partial_finetune", "partial fine-tune", "last stages + head", "freeze", "head + thawed"),
+    Strategy("full_finetune", "full fine-tune", "everything", "update", "one rate"),
+    Strategy("discriminative_finetune", "discriminative fine-tune", "everything", "update", "per stage"),
+)}
+ALL_STRATEGIES = tuple(STRATEGY_TABLE)  # lightest first
+STRATEGIES = ("feature_extraction", "partial_finetune", "full_finetune")  # what the decision rule returns
 SMALL_DATA = 10_000  # fewer labelled images than this is "small"
 DISTANT_GAP = 0.5  # a domain gap at or above this is "distant"
 
@@ -61,6 +104,92 @@ def choose_strategy(n_images: int, domain_gap: float) -> str:
     return "partial_finetune" if domain_gap >= DISTANT_GAP else "feature_extraction"
 
 
+def strategy_table() -> str:
+    """:data:`STRATEGY_TABLE` as an aligned plain-text table.
+
+    Example:
+        >>> print(strategy_table().splitlines()[2])
+        cached_features          head                freeze     head            yes
+    """
+    rows = [[s.name, s.trains, s.batchnorm, s.lr_rule, "yes" if s.cached else "no"] for s in STRATEGY_TABLE.values()]
+    return render_table(["strategy", "trains", "BatchNorm", "learning rates", "cached"], rows, align="lllll")
+
+
+def check_strategy(name: str, *, where: str = "strategy") -> Strategy:
+    """The table row for ``name``; a clear error for an unknown name."""
+    if name not in STRATEGY_TABLE:
+        raise ValueError(
+            f"{where}: expected one of {', '.join(STRATEGY_TABLE)}, got {name!r}. "
+            f"Fix: strategies=('feature_extraction', 'full_finetune')."
+        )
+    return STRATEGY_TABLE[name]
+
+
+def apply_strategy(
+    model,
+    strategy: str,
+    *,
+    num_classes: int,
+    lr: float,
+    thawed_lr_factor: float = 0.1,
+    decay: float = 0.3,
+    weight_decay: float = 0.0,
+    partial_from: str | int | None = None,
+) -> list[dict]:
+    """Set ``model`` up for ``strategy`` (in place) and return its param groups.
+
+    Freezes by the table's ``trains`` (frozen BatchNorm layers stay in eval, which is the
+    ``"freeze"`` policy), puts a fresh ``num_classes`` head on, and builds the groups with
+    :func:`labkit.optim.param_groups`, so every strategy gets the same weight-decay
+    treatment and every group a ``stage`` key. Rates follow the table's ``lr_rule``.
+    ``cached_features`` is set up like ``feature_extraction``; the caller caches.
+
+    Args:
+        model: a pretrained classifier.
+        strategy: a name from :data:`STRATEGY_TABLE`.
+        num_classes: outputs of the new head.
+        lr: the new head's learning rate.
+        thawed_lr_factor: thawed pretrained stages train at ``lr * thawed_lr_factor``
+            (``partial_finetune``; ``full_finetune`` trains everything at that rate).
+        decay: factor between neighbouring stages for ``discriminative_finetune``.
+        weight_decay: for weight matrices and kernels (biases and norms get none).
+        partial_from: first trainable stage for ``partial_finetune`` (default the last body stage).
+
+    Example:
+        >>> model = torchvision.models.resnet18(weights=None)
+        >>> groups = apply_strategy(model, "partial_finetune", num_classes=5, lr=1e-2)
+        >>> [(g["stage"], g["lr"]) for g in groups]
+        [('layer4', 0.001), ('fc', 0.01)]
+    """
+    from labkit.freeze import freeze, freeze_to, unfreeze
+    from labkit.heads import replace_head, stages
+    from labkit.optim import param_groups
+
+    row = check_strategy(strategy, where="apply_strategy")
+    if not 0 < thawed_lr_factor <= 1:
+        raise ValueError(
+            f"thawed_lr_factor: expected a number in (0, 1] (thawed layers train slower than the new head), "
+            f"got {thawed_lr_factor!r}. Fix: thawed_lr_factor=0.1."
+        )
+    if row.trains == "head":
+        freeze(model)
+        replace_head(model, num_classes)
+    elif row.trains == "last stages + head":
+        replace_head(model, num_classes)
+        freeze_to(model, partial_from if partial_from is not None else list(stages(model))[-2])
+    else:
+        replace_head(model, num_classes)
+        unfreeze(model)
+    if row.lr_rule == "per stage":
+        return param_groups(model, base_lr=lr, decay=decay, weight_decay=weight_decay)
+    groups = param_groups(model, base_lr=lr, decay=1.0, weight_decay=weight_decay)
+    head = list(stages(model))[-1]
+    for g in groups:
+        if row.lr_rule == "one rate" or (row.lr_rule == "head + thawed" and g["stage"] != head):
+            g["lr"] = lr * thawed_lr_factor
+    return groups
+
+
 def bn_advice(n_images: int, domain_gap: float) -> str:
     """Return ``"freeze"`` (keep BatchNorm in eval, statistics kept) or ``"update"`` (let statistics adapt).
 
@@ -72,8 +201,7 @@ def bn_advice(n_images: int, domain_gap: float) -> str:
         >>> bn_advice(50_000, 0.1)
         'update'
     """
-    _check(n_images, domain_gap)
-    return "update" if n_images >= SMALL_DATA else "freeze"
+    return STRATEGY_TABLE[choose_strategy(n_images, domain_gap)].batchnorm
 
 
 class Advice(NamedTuple):

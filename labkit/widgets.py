@@ -17,6 +17,7 @@ from IPython.display import Image, display
 from matplotlib.figure import Figure
 from torch import nn
 
+from labkit._tables import render_table
 from labkit.filters import conv_layers, first_conv, plot_filter, plot_filters
 from labkit.heads import _check_module, stages
 from labkit.optim import param_groups
@@ -186,21 +187,17 @@ def _stage_rates(model: nn.Module, base_lr: float, decay: float) -> tuple[dict, 
     groups = param_groups(model, base_lr=base_lr, decay=decay)
     lr_of_stage = {}
     for g in groups:
-        lr_of_stage.setdefault(g["name"].split(" (")[0], g["lr"])  # "layer1 (no decay)" -> "layer1"
+        lr_of_stage.setdefault(g["stage"], g["lr"])
     parts = stages(model)
     counts = {name: sum(p.numel() for p in part.parameters()) for name, part in parts.items()}
     return {name: lr_of_stage.get(name) for name in parts}, counts
 
 
 def _rates_table(rates: dict, counts: dict, base_lr: float) -> str:
-    width = max(len("stage"), *(len(n) for n in rates))
-    lines = [f"{'stage':<{width}}  {'lr':>9}  {'x slower than head':>18}  {'parameters':>12}"]
-    for name, lr in rates.items():
-        if lr is None:
-            lines.append(f"{name:<{width}}  {'frozen':>9}  {'-':>18}  {counts[name]:>12,}")
-        else:
-            lines.append(f"{name:<{width}}  {lr:>9.2e}  {base_lr / lr:>18.1f}  {counts[name]:>12,}")
-    return "\n".join(lines)
+    rows = [[name, "frozen" if lr is None else f"{lr:.2e}", "-" if lr is None else f"{base_lr / lr:.1f}",
+             f"{counts[name]:,}"] for name, lr in rates.items()]
+    return render_table(["stage", "lr", "x slower than head", "parameters"], rows, align="lrrr",
+                        min_widths=[0, 9, 18, 12], rule=False)
 
 
 def _rates_figure(rates: dict, base_lr: float, decay: float) -> Figure:

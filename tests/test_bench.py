@@ -1,11 +1,11 @@
-"""labkit.bench: a tiny smoke run of the benchmark machinery (fields, not timing targets)."""
+"""labkit.build.bench: a tiny smoke run of the benchmark machinery (fields, not timing targets)."""
 from __future__ import annotations
 
 import json
 
 import torch
 
-from labkit.bench import BENCH_STRATEGIES, main
+from labkit.build.bench import BENCH_STRATEGIES, main
 
 TINY = ["--arch", "resnet18", "--image-size", "16", "--images", "12", "--batch-size", "6", "--epochs", "2",
         "--classes", "3", "--threads", "1", "--quiet"]
@@ -22,16 +22,16 @@ def test_bench_in_process_writes_every_field_as_a_positive_number(tmp_path, caps
     assert main(loud + ["--in-process", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     printed = capsys.readouterr().out
-    assert "| seconds per epoch, full / frozen |" in printed and f"wrote {out}" in printed
+    assert "| seconds per epoch, full_finetune / feature_extraction |" in printed and f"wrote {out}" in printed
 
     assert list(doc["strategies"]) == list(BENCH_STRATEGIES)
     for name, result in doc["strategies"].items():
         for key in STRATEGY_FIELDS:
             assert isinstance(result[key], (int, float)) and result[key] > 0, (name, key)
         assert len(result["epoch_seconds"]) == 2
-    cached = doc["strategies"]["cached"]
+    cached = doc["strategies"]["cached_features"]
     assert cached["one_forward_pass_s"] > 0 and cached["extract_s"] > 0 and cached["head_epochs_s"] > 0
-    assert doc["strategies"]["frozen"]["trainable_params"] == 3 * 513
+    assert doc["strategies"]["feature_extraction"]["trainable_params"] == 3 * 513
     for key in RATIOS:
         assert doc["ratios"][key]["value"] > 0, key
     assert doc["ratios"]["full_over_frozen_s_per_epoch"]["target"] == ">= 2"
@@ -44,16 +44,16 @@ def test_bench_in_process_writes_every_field_as_a_positive_number(tmp_path, caps
 
 def test_bench_runs_a_strategy_in_its_own_process(tmp_path):
     out = tmp_path / "frozen.json"
-    assert main(TINY + ["--strategies", "frozen", "--out", str(out)]) == 0
+    assert main(TINY + ["--strategies", "feature_extraction", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["isolation"] == "subprocess per strategy"
-    assert doc["strategies"]["frozen"]["peak_mem_mb"] > 0
-    assert doc["strategies"]["frozen"]["torch_threads"] == 1
+    assert doc["strategies"]["feature_extraction"]["peak_mem_mb"] > 0
+    assert doc["strategies"]["feature_extraction"]["torch_threads"] == 1
     assert doc["ratios"] == {}  # one strategy alone gives no ratio
 
 
 def test_bench_rejects_bad_arguments(capsys):
     assert main(["--epochs", "0", "--quiet"]) == 2
     assert "--epochs expected >= 1, got 0" in capsys.readouterr().err
-    assert main(["--strategies", "frozen,nope", "--quiet"]) == 2
-    assert "--strategies expected names from full,frozen,cached" in capsys.readouterr().err
+    assert main(["--strategies", "feature_extraction,nope", "--quiet"]) == 2
+    assert "--strategies expected names from full_finetune,feature_extraction,cached_features" in capsys.readouterr().err

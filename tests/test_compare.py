@@ -60,10 +60,10 @@ def test_compare_strategies_counts_trainable_parameters_per_strategy(comparison)
     head = 3 * 513
     layer4 = sum(p.numel() for p in resnet.layer4.parameters())
     trainable = {r["strategy"]: r["trainable_params"] for r in result.rows}
-    assert trainable == {"cached": head, "frozen": head, "partial": layer4 + head, "full": total,
-                         "discriminative": total}
+    assert trainable == {"cached_features": head, "feature_extraction": head, "partial_finetune": layer4 + head,
+                         "full_finetune": total, "discriminative_finetune": total}
     assert all(r["total_params"] == total for r in result.rows)
-    assert result["frozen"]["trainable_fraction"] == pytest.approx(head / total)
+    assert result["feature_extraction"]["trainable_fraction"] == pytest.approx(head / total)
 
 
 def test_compare_strategies_fills_times_memory_and_accuracy(comparison):
@@ -71,8 +71,8 @@ def test_compare_strategies_fills_times_memory_and_accuracy(comparison):
     for row in result.rows:
         assert row["s_per_epoch"] > 0 and row["peak_mem_mb"] > 0
         assert row["total_s"] >= 2 * row["s_per_epoch"]
-        assert 0.0 <= row["best_val_acc"] <= 1.0
-        assert (row["setup_s"] > 0) == (row["strategy"] == "cached")
+        assert 0.0 <= row["final_val_acc"] <= row["best_val_acc"] <= 1.0
+        assert (row["setup_s"] > 0) == (row["strategy"] == "cached_features")
     assert result.meta["epochs"] == 2 and result.meta["device"] == "cpu"
 
 
@@ -85,7 +85,7 @@ def test_comparison_prints_a_table_plots_bars_and_serialises(comparison):
     fig = result.plot()
     assert isinstance(fig, Figure)
     assert [ax.get_title() for ax in fig.axes] == [
-        "seconds per epoch", "total seconds (setup + epochs)", "best validation accuracy"]
+        "seconds per epoch", "total seconds (setup + epochs)", "final validation accuracy"]
     assert len(fig.axes[0].patches) == len(STRATEGIES)
     doc = json.loads(json.dumps(result.to_dict()))
     assert [r["strategy"] for r in doc["rows"]] == list(STRATEGIES)
@@ -94,19 +94,21 @@ def test_comparison_prints_a_table_plots_bars_and_serialises(comparison):
 def test_compare_strategies_partial_from_an_earlier_stage():
     train, _ = data(n=8)
     result = compare_strategies(lambda: torchvision.models.resnet18(weights=None), train, epochs=1,
-                                strategies=("partial",), partial_from="layer3", device="cpu", progress=False)
+                                strategies=("partial_finetune",), partial_from="layer3", device="cpu", progress=False)
     resnet = torchvision.models.resnet18(weights=None)
     expected = sum(p.numel() for p in resnet.layer3.parameters()) + sum(
         p.numel() for p in resnet.layer4.parameters()) + 3 * 513
-    assert result["partial"]["trainable_params"] == expected
-    assert result["partial"]["best_val_acc"] is None  # no validation data given
+    assert result["partial_finetune"]["trainable_params"] == expected
+    assert result["partial_finetune"]["best_val_acc"] is None  # no validation data given
 
 
 def test_compare_strategies_rejects_bad_arguments_before_training():
     train, val = data(n=8)
     build = CountingBuilder()
-    with pytest.raises(ValueError, match=r"unknown: 'frozen_head'.*strategies=\('frozen', 'full'\)"):
+    with pytest.raises(ValueError, match=r"unknown: 'frozen_head'.*strategies=\('feature_extraction', 'full_finetune'\)"):
         compare_strategies(build, train, strategies=("frozen_head",))
+    with pytest.raises(ValueError, match="'frozen' is now 'feature_extraction'"):
+        compare_strategies(build, train, strategies=("frozen",))
     with pytest.raises(ValueError, match="epochs: expected an int >= 1, got 0"):
         compare_strategies(build, train, epochs=0)
     with pytest.raises(TypeError, match="function that builds a fresh model"):
@@ -120,5 +122,42 @@ def test_compare_strategies_rejects_a_model_fn_that_returns_the_same_model():
     train, _ = data(n=8)
     shared = torchvision.models.resnet18(weights=None)
     with pytest.raises(ValueError, match="fresh model on every call, got the same object twice"):
-        compare_strategies(lambda: shared, train, epochs=1, strategies=("frozen", "full"), device="cpu",
+        compare_strategies(lambda: shared, train, epochs=1, strategies=("feature_extraction", "full_finetune"), device="cpu",
                            progress=False)
+
+
+def test_partial_finetune_trains_thawed_layers_slower_than_the_new_head(comparison):
+    result, _ = comparison
+    rates = result.histories["partial_finetune"][0]["lrs"]
+    assert rates == {"layer4": pytest.approx(1e-4), "fc": pytest.approx(1e-3)}
+    assert list(result.histories["full_finetune"][0]["lrs"].values()) == pytest.approx([1e-4] * 6)
+    assert len(result.histories["discriminative_finetune"][0]["lrs"]) == 6
+
+
+def test_every_strategy_starts_from_the_same_seed_whatever_ran_before():
+    train, val = data(n=16)
+    build = lambda: torchvision.models.resnet18(weights=None)  # noqa: E731
+    alone = compare_strategies(build, train, val, epochs=1, strategies=("feature_extraction",), device="cpu",
+                               progress=False)
+    after = compare_strategies(build, train, val, epochs=1, strategies=("full_finetune", "feature_extraction"),
+                               device="cpu", progress=False)
+    first, second = alone.histories["feature_extraction"][0], after.histories["feature_extraction"][0]
+    assert first["train_loss"] == second["train_loss"] and first["val_loss"] == second["val_loss"]
+
+
+def test_compare_strategies_repeats_over_seeds_and_hands_back_the_models():
+    train, val = data(n=8)
+    result = compare_strategies(lambda: torchvision.models.resnet18(weights=None), train, val, epochs=1,
+                                strategies=("cached_features", "feature_extraction"), seeds=[0, 1],
+                                return_models=True, device="cpu", progress=False)
+    per_seed = result.per_seed("final_val_acc")
+    assert list(per_seed) == ["cached_features", "feature_extraction"]
+    assert all(len(values) == 2 for values in per_seed.values())
+    assert result["feature_extraction"]["final_val_acc"] == pytest.approx(sum(per_seed["feature_extraction"]) / 2)
+    assert result["feature_extraction"]["seeds"] == [0, 1]
+    assert [r["seed"] for r in result.runs] == [0, 0, 1, 1]
+    assert set(result.models) == {"cached_features", "feature_extraction"}
+    model = result.models["cached_features"]
+    assert isinstance(model, torch.nn.Module) and model(torch.randn(2, 3, 16, 16)).shape == (2, 3)
+    with pytest.raises(KeyError, match="no metric 'accuracy'"):
+        result.per_seed("accuracy")

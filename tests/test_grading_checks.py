@@ -1,7 +1,12 @@
 """The exercise checks, run in-process on reference answers and on typical mistakes."""
 from __future__ import annotations
 
+import json
+import random
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +14,10 @@ import torch
 from torch import nn
 
 from labkit import replace_head
+from labkit import strategy
 from labkit.grading import EXERCISES, LESSONS, CheckResult, check, exercises_for, run_check
+from labkit.grading import checks
+from labkit.grading.checks import run_judge, run_observe, tensor_from_json, tensor_to_json
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
 import synthetic  # noqa: E402
@@ -38,9 +46,46 @@ def test_registry_holds_the_nine_exercises_of_the_contract():
     assert [e.name for e in exercises_for("04_choosing_a_strategy")] == ["choose_strategy", "scenario_answers"]
 
 
-def test_unknown_exercise_id_names_the_closest_one():
+def test_unknown_exercise_id_prints_the_valid_ids_without_a_traceback(capsys):
+    result = check("01.freeze_and_swp", lambda m, n: m)
+    out = capsys.readouterr().out
+    assert result.status == "error" and result.points == 0
+    assert "unknown exercise '01.freeze_and_swp'. Did you mean '01.freeze_and_swap'?" in out
+    assert "The exercises are: 01.freeze_and_swap, 01.make_head_optimizer" in out and "04.scenario_answers" in out
+    assert "Traceback" not in out
     with pytest.raises(ValueError, match="unknown exercise '01.freeze_and_swp'.*Did you mean '01.freeze_and_swap'"):
-        check("01.freeze_and_swp", lambda m, n: m)
+        run_check("01.freeze_and_swp", lambda m, n: m)
+
+
+def test_arguments_in_the_wrong_order_get_the_call_to_use(capsys):
+    def count_parameters(model):
+        return 0, 0
+
+    result = check(count_parameters, "01.count_parameters")
+    assert result.status == "error"
+    assert 'the first argument of check is the exercise id, a string' in capsys.readouterr().out
+
+
+def test_passing_a_model_instead_of_the_function_names_the_fix(capsys):
+    import torchvision
+
+    result = check("01.count_parameters", torchvision.models.resnet18(weights=None))
+    out = capsys.readouterr().out
+    assert result.status == "failed"
+    assert "✘ you passed a model (ResNet) to check, not your function `count_parameters`" in out
+    assert "hint: pass the function itself: check('01.count_parameters', count_parameters)" in out
+    assert "Traceback" not in out and "forward()" not in out
+
+
+def test_wrong_signature_and_called_function_name_the_fix():
+    def freeze_and_swap(model):
+        return model
+
+    lines = _failed_lines(run_check("01.freeze_and_swap", freeze_and_swap))
+    assert "`freeze_and_swap` takes (model), but the exercise calls it as freeze_and_swap(model, num_classes)" in lines
+    assert "define it as `def freeze_and_swap(model, num_classes):`" in lines
+    called = _failed_lines(run_check("01.count_parameters", (10, 20)))
+    assert "`count_parameters` is (10, 20), not a function" in called and "without calling it" in called
 
 
 def test_unknown_lesson_lists_the_lessons():
@@ -98,14 +143,29 @@ def test_quiet_check_prints_nothing(capsys):
 
 
 def test_public_check_never_runs_or_prints_hidden_cases(capsys):
-    def first_conv_weight(model):  # right on torchvision models, wrong on the hidden nested one
-        return model.conv1.weight.detach().clone() if hasattr(model, "conv1") else model.features[0][0].weight.detach().clone()
+    calls = []
 
-    public = check("02.first_conv_weight", first_conv_weight)
+    def choose_strategy(n_images, domain_gap):
+        calls.append((n_images, domain_gap))
+        return _answer("choose_strategy")(n_images, domain_gap)
+
+    public = check("04.choose_strategy", choose_strategy)
     assert public.passed and "hidden" not in capsys.readouterr().out
-    graded = run_check("02.first_conv_weight", first_conv_weight, hidden=True)
-    assert graded.status == "failed"
-    assert "(hidden test) first_conv_weight(<fresh a model whose first conv sits inside a `stem` block" in _failed_lines(graded)
+    specs = EXERCISES["04.choose_strategy"].cases(hidden=False, rng=random.Random(0))
+    assert calls == [(s["n_images"], s["domain_gap"]) for s in specs]
+    graded = run_check("04.choose_strategy", choose_strategy, hidden=True, rng=random.Random(0))
+    assert graded.passed and graded.feedback[-1] == "✔ 7 hidden tests passed"
+    assert len(calls) == 2 * len(specs) + 7
+
+
+def test_hidden_failures_are_tagged_and_come_from_the_same_contract():
+    def choose_strategy(n_images, domain_gap):  # right on every public point, wrong just off them
+        known = {(s["n_images"], s["domain_gap"]) for s in EXERCISES["04.choose_strategy"].cases(hidden=False, rng=random.Random())}
+        return _answer("choose_strategy")(n_images, domain_gap) if (n_images, domain_gap) in known else "full_finetune"
+
+    assert run_check("04.choose_strategy", choose_strategy).passed
+    lines = _failed_lines(run_check("04.choose_strategy", choose_strategy, hidden=True, rng=random.Random(3)))
+    assert lines.startswith("✘ (hidden test) choose_strategy(")
 
 
 def test_check_leaves_the_global_random_state_alone():
@@ -155,6 +215,39 @@ def test_hang_that_catches_exception_is_still_stopped():
                 pass
 
     assert "did not finish within 0.3 s" in _failed_lines(run_check("04.choose_strategy", choose_strategy, time_limit=0.3))
+
+
+def test_bare_except_around_a_slow_call_cannot_swallow_the_time_limit():
+    def count_parameters(model):
+        try:
+            time.sleep(3)
+        except:  # noqa: E722 - the learner swallows the alarm, then answers correctly
+            pass
+        return _answer("count_parameters")(model)
+
+    result = run_check("01.count_parameters", count_parameters, time_limit=0.3)
+    assert result.status == "failed"
+    assert "checking `count_parameters` did not finish within 0.3 s" in _failed_lines(result)
+
+
+def test_time_limit_covers_the_whole_check_not_each_call():
+    def choose_strategy(n, gap):
+        time.sleep(0.05)
+        return _answer("choose_strategy")(n, gap)
+
+    assert "did not finish within 0.3 s" in _failed_lines(run_check("04.choose_strategy", choose_strategy, time_limit=0.3))
+
+
+def test_time_limit_still_fails_a_slow_check_outside_the_main_thread():
+    def choose_strategy(n, gap):
+        time.sleep(0.05)
+        return _answer("choose_strategy")(n, gap)
+
+    out = []
+    worker = threading.Thread(target=lambda: out.append(run_check("04.choose_strategy", choose_strategy, time_limit=0.2)))
+    worker.start()
+    worker.join()
+    assert "did not finish within 0.2 s" in _failed_lines(out[0])
 
 
 def test_not_a_function_is_reported():
@@ -214,7 +307,7 @@ def test_freeze_and_swap_wrong_in_size_is_caught():
         model.fc = nn.Linear(100, num_classes)
         return model
 
-    assert "the new head does not accept the backbone's 512 features" in _failed_lines(run_check("01.freeze_and_swap", freeze_and_swap))
+    assert "the new head takes 100 features, but the backbone of ResNet-18 gives 512 at `fc`" in _failed_lines(run_check("01.freeze_and_swap", freeze_and_swap))
 
 
 # --- 01.make_head_optimizer / 01.count_parameters --------------------------------------------
@@ -227,8 +320,9 @@ def test_optimizer_over_all_parameters_names_the_frozen_count():
 def test_optimizer_with_fixed_lr_and_head_only_answers_fail():
     fixed = run_check("01.make_head_optimizer", lambda model, lr: torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01))
     assert "param group 0 has lr 0.01 for lr=0.003" in _failed_lines(fixed)
-    head_only = run_check("01.make_head_optimizer", lambda model, lr: torch.optim.SGD(model.fc.parameters(), lr=lr), hidden=True)
-    assert "(hidden test)" in _failed_lines(head_only)
+    head_only = _failed_lines(run_check("01.make_head_optimizer", lambda model, lr: torch.optim.SGD(model.fc.parameters(), lr=lr)))
+    assert "✘ your optimizer is missing 15 trainable tensors (e.g. layer4.0.conv1.weight)" in head_only
+    assert "other layers may be unfrozen too" in head_only
 
 
 def test_count_parameters_mistakes_get_specific_hints():
@@ -257,7 +351,7 @@ def test_first_conv_weight_sharing_memory_or_grad_is_caught():
     def attached(model):
         return next(m for m in model.modules() if isinstance(m, nn.Conv2d)).weight
 
-    assert "changing your result changed the model's weights" in _failed_lines(run_check("02.first_conv_weight", shares))
+    assert "changing your result changed the model's `conv1.weight`: they share memory" in _failed_lines(run_check("02.first_conv_weight", shares))
     assert "still requires grad" in _failed_lines(run_check("02.first_conv_weight", attached))
 
 
@@ -333,15 +427,15 @@ def test_conv1_drift_mistakes_get_specific_hints():
 
 
 # --- lesson 04 --------------------------------------------------------------------------------
-def test_choose_strategy_boundaries_are_hidden_and_vocabulary_is_public():
+def test_choose_strategy_boundaries_are_public():
     def off_by_boundary(n_images, domain_gap):
         if n_images > 10_000:
             return "full_finetune"
         return "partial_finetune" if domain_gap > 0.5 else "feature_extraction"
 
-    assert run_check("04.choose_strategy", off_by_boundary).passed
-    lines = _failed_lines(run_check("04.choose_strategy", off_by_boundary, hidden=True))
-    assert "(hidden test) choose_strategy(9_999, 0.5) returned 'feature_extraction', which is not the best fit" in lines
+    lines = _failed_lines(run_check("04.choose_strategy", off_by_boundary))
+    assert "✘ choose_strategy(9_999, 0.5) returned 'feature_extraction', which is not the best fit" in lines
+    assert "a gap of 0.5 is distant (distant: 0.5 or more)" in lines
     assert "returned 'fine_tune'; expected one of" in _failed_lines(run_check("04.choose_strategy", lambda n, g: "fine_tune"))
 
 
@@ -356,3 +450,92 @@ def test_scenario_answers_lists_every_wrong_scenario_without_the_answer():
     assert "partial_finetune" not in lines and "'freeze'" not in lines  # never the solution
     missing = run_check("04.scenario_answers", {"web_photos": ("full_finetune", "update")})
     assert "scenario_answers is missing 'microscopy', 'satellite', 'products'" in _failed_lines(missing)
+
+
+# --- the protocol: cases / observe / judge ------------------------------------------------------
+@pytest.mark.parametrize("exercise_id", list(EXERCISES))
+def test_cases_are_json_public_ones_fixed_hidden_ones_drawn_from_the_rng(exercise_id):
+    ex = EXERCISES[exercise_id]
+    public = ex.cases(hidden=False, rng=random.Random(1))
+    assert public == ex.cases(hidden=False, rng=random.Random(2)) and not any(s.get("hidden") for s in public)
+    graded = ex.cases(hidden=True, rng=random.Random(1))
+    assert graded[: len(public)] == public and all(s.get("hidden") for s in graded[len(public):])
+    assert json.loads(json.dumps(graded)) == graded
+    if len(graded) > len(public) and exercise_id != "04.scenario_answers":
+        assert graded != ex.cases(hidden=True, rng=random.Random(2))
+
+
+@pytest.mark.parametrize("exercise_id", list(EXERCISES))
+def test_observations_are_json_and_judging_them_gives_the_same_result_as_run_check(exercise_id):
+    name = EXERCISES[exercise_id].name
+    obj = _answer(name) if name != "scenario_answers" else eval(synthetic.SCENARIOS.split("=", 1)[1])  # noqa: S307
+    specs = EXERCISES[exercise_id].cases(hidden=False, rng=random.Random(0))
+    observations = run_observe(exercise_id, obj, specs)
+    text = json.dumps(observations, allow_nan=False)  # strict JSON: what the sandbox hands over
+    assert not any(word in text for word in ('"passed"', '"status"', '"expected"'))
+    assert run_judge(exercise_id, specs, json.loads(text)) == run_check(exercise_id, obj)
+
+
+@pytest.mark.parametrize("exercise_id", list(EXERCISES))
+def test_malformed_observations_fail_the_case_instead_of_crashing(exercise_id):
+    specs = EXERCISES[exercise_id].cases(hidden=False, rng=random.Random(0))[:1]
+    junk = [
+        None, [], {}, {"type": 5}, {"items": "x", "length": 2}, {"is_tensor": True, "tensor": {"shape": [10**9], "dtype": "float32", "data": []}},
+        {"returned": "same", "params": [{"name": None, "was": 3}], "forward": {"shape": "x"}}, {"groups": [1, 2], "is_list": True},
+        {"is_optimizer": True, "groups": [{"params": [None]}]}, {"value": {"a": 1}}, {"timed_out": True, "limit": "soon"},
+    ]
+    for observation in junk:
+        result = run_judge(exercise_id, specs, [observation])
+        assert result.status in ("failed", "not attempted"), (observation, result)
+    assert run_judge(exercise_id, specs, "not a list").status == "failed"
+
+
+def test_tensor_json_round_trip_keeps_shape_dtype_and_non_finite_values():
+    t = torch.tensor([[1.5, float("nan")], [float("inf"), -float("inf")]], dtype=torch.float64)
+    d = tensor_to_json(t)
+    assert d == {"shape": [2, 2], "dtype": "float64", "data": [1.5, "nan", "inf", "-inf"]}
+    assert json.loads(json.dumps(d, allow_nan=False)) == d
+    back = tensor_from_json(d)
+    assert back.dtype == torch.float64 and torch.equal(back.nan_to_num(0.0), t.nan_to_num(0.0)) and back[0, 1].isnan()
+    with pytest.raises(ValueError, match="data must be a list of 4 values"):
+        tensor_from_json({"shape": [2, 2], "dtype": "float32", "data": [1.0]})
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        tensor_from_json({"shape": [1], "dtype": "object", "data": [1]})
+
+
+def test_a_spec_rebuilds_bit_identical_weights_in_another_process():
+    spec = {"arch": "bn_first", "seed": 403}
+    code = (
+        "import json, sys; from labkit.grading import checks; "
+        "m = checks._setup_model(json.loads(sys.argv[1])); "
+        "print(json.dumps([checks.tensor_to_json(p) for p in m.parameters()]))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, check=True).stdout
+    here = [tensor_to_json(p) for p in checks._setup_model(spec).parameters()]
+    assert json.loads(out) == here
+
+
+# --- the grader's copy of the strategy rule (issue 10) -------------------------------------------
+def test_grader_copy_of_the_strategy_rule_matches_labkit_strategy():
+    assert checks._STRATEGIES == strategy.STRATEGIES
+    assert (checks._SMALL_DATA, checks._DISTANT_GAP) == (strategy.SMALL_DATA, strategy.DISTANT_GAP)
+    sizes = [1, 2, 299, 300, 2_000, 9_998, 9_999, 10_000, 10_001, 50_000, 999_999, 1_000_000, 5_000_000]
+    gaps = [0, 0.0, 0.1, 0.49, 0.4999999, 0.5, 0.5000001, 0.51, 0.79, 0.8, 0.95, 1, 1.0]
+    for n in sizes:
+        for gap in gaps:
+            assert checks._expected_strategy(n, gap) == strategy.choose_strategy(n, gap), (n, gap)
+            assert checks._expected_bn(n, gap) == strategy.bn_advice(n, gap), (n, gap)
+    for n, gap in checks._STRATEGY_POINTS:
+        assert checks._expected_strategy(n, gap) == strategy.choose_strategy(n, gap)
+
+
+def test_grader_scenario_answers_are_what_labkit_strategy_advises():
+    for key, ((n, gap), facts) in checks._SCENARIOS.items():
+        advice = strategy.advise(n, gap)
+        answer = (checks._expected_strategy(n, gap), checks._expected_bn(n, gap))
+        assert answer == (advice.strategy, advice.bn), key
+        assert f"{n:,}" in facts or "million" in facts
+    reference = eval(synthetic.SCENARIOS.split("=", 1)[1])  # noqa: S307
+    assert {k: tuple(v) for k, v in reference.items()} == {
+        k: (strategy.choose_strategy(n, g), strategy.bn_advice(n, g)) for k, ((n, g), _f) in checks._SCENARIOS.items()
+    }

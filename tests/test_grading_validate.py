@@ -88,8 +88,37 @@ def test_validate_with_no_solutions_fails_and_says_so(tmp_path, capsys):
     assert "no solution notebooks in" in capsys.readouterr().out
 
 
-def test_validate_real_lessons(capsys):
+def _grades_from_committed_outputs(real_grade):
+    """Solutions graded from their committed check-cell outputs, student notebooks by the real grader.
+
+    The same test command runs every solution live under nbval, and each solution's check cell
+    is an NBVAL_CHECK_OUTPUT cell, so nbval already fails when a live check stops printing
+    "passed": executing the solutions a second time here would add minutes and no check.
+    """
+
+    def grade(path, *, lesson, **kwargs):
+        if Path(path).parent.name != "solutions":
+            return real_grade(path, lesson=lesson, **kwargs)
+        nb = nbformat.read(path, as_version=4)
+        rows = []
+        for ex in validate_module.exercises_for(lesson):
+            cells = [c for c in nb.cells if c.cell_type == "code" and f'check("{ex.id}"' in c.source]
+            assert cells and all("NBVAL_CHECK_OUTPUT" in c.source for c in cells), (
+                f"{path}: the check cell of {ex.id} must be an NBVAL_CHECK_OUTPUT cell, so nbval verifies it live")
+            text = "".join(o.get("text", "") for c in cells for o in c.get("outputs", []))
+            passed = f"✔ {ex.id}: passed" in text
+            rows.append(ExerciseGrade(ex.id, "passed" if passed else "failed", ex.points if passed else 0.0,
+                                      ex.points, [text.splitlines()[0] if text else "✘ no committed output"]))
+        return SubmissionGrade(str(path), str(path), lesson, rows)
+
+    return grade
+
+
+def test_validate_real_lessons(capsys, monkeypatch):
     if not list((ROOT / "solutions").glob("*.ipynb")):
         pytest.skip("solutions/ has no lesson notebooks yet: nothing to validate")
+    monkeypatch.setattr(validate_module, "grade_notebook", _grades_from_committed_outputs(validate_module.grade_notebook))
     status = validate_main(["--solutions", str(ROOT / "solutions"), "--notebooks", str(ROOT / "notebooks"), "--workers", "2", "--no-progress"])
-    assert status == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert out.count("every exercise passes") == out.count("untouched (") == len(list((ROOT / "solutions").glob("*.ipynb")))

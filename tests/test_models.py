@@ -19,7 +19,7 @@ from labkit.models import (
     micro_weights,
     sha256_of,
 )
-from labkit.pretrain import measure_transfer_gap
+from labkit.build.pretrain import measure_transfer_gap
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -36,6 +36,7 @@ def test_weight_decay_skips_biases_and_normalization_weights():
     assert all(p.ndim > 1 for p in decayed) and all(p.ndim == 1 for p in plain)
     names = [g["name"] for g in groups]
     assert names[:2] == ["stem", "stem (no decay)"]
+    assert [g["stage"] for g in groups[:2]] == ["stem", "stem"]  # structured: no parsing of names
 
 
 @pytest.mark.parametrize("make", [

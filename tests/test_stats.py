@@ -69,3 +69,33 @@ def test_over_seeds_rejects_runs_that_change_their_metric_names():
         over_seeds(lambda s: {"x": 1.0} if s == 0 else {"z": 1.0}, seeds=[0, 1], progress=False)
     with pytest.raises(TypeError, match="non-empty mapping"):
         over_seeds(lambda s: 0.5, seeds=[0], progress=False)
+
+
+def test_unit_names_what_was_paired_in_the_printed_line():
+    d = paired_difference([0.7, 0.8, 0.9], [0.3, 0.35, 0.3], names=("filter", "surrogate"), unit="filters")
+    assert "n=3 filters" in str(d) and d.unit == "filters"
+    assert "n=2 seeds" in str(paired_difference([1.0, 2.0], [0.0, 0.5]))
+    with pytest.raises(TypeError, match="unit must be a non-empty string"):
+        paired_difference([1.0, 2.0], [0.0, 0.5], unit="")
+
+
+def test_format_table_gives_one_aligned_row_per_claim_with_its_verdict():
+    from labkit.stats import format_table
+
+    up = paired_difference([0.8, 0.82, 0.79], [0.6, 0.61, 0.58], names=("partial", "frozen"))
+    tie = paired_difference([0.5, 0.6, 0.4], [0.55, 0.5, 0.45], names=("disc", "single"))
+    lines = format_table({"partial beats frozen": up, "disc matches single": tie}).splitlines()
+    assert len(lines) == 3 and lines[0].startswith("claim")
+    assert lines[1].startswith("partial beats frozen") and lines[1].endswith("holds")
+    assert lines[2].endswith("too close to call") and f"{tie.mean:+.3f} ± {tie.se:.3f}" in lines[2]
+    column = lines[0].index("difference")
+    assert lines[1][column:].startswith("+0.207 ± 0.003") and lines[2][column:].startswith(f"{tie.mean:+.3f}")
+
+
+def test_format_table_rejects_what_is_not_a_mapping_of_paired_differences():
+    from labkit.stats import format_table
+
+    with pytest.raises(TypeError, match="non-empty mapping"):
+        format_table([])
+    with pytest.raises(TypeError, match=r"results\['x'\] must be a PairedDifference"):
+        format_table({"x": 0.5})

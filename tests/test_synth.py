@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from labkit import synth
+from labkit.build import synth
 from labkit.models import load_backbone
-from labkit.pretrain import _FLIP_ORIENT, pretrain, save_weights
+from labkit.build.pretrain import _FLIP_ORIENT, pretrain, save_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 

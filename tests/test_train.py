@@ -134,6 +134,23 @@ def test_fit_steps_the_scheduler_once_per_epoch():
     assert history["lr"] == pytest.approx([0.1, 0.05, 0.025])
 
 
+def test_history_records_the_rate_of_every_param_group_by_name():
+    train, _ = loaders()
+    model = tiny_net()
+    body = [p for name, p in model.named_parameters() if not name.startswith(tiny_head_prefix(model))]
+    head = [p for name, p in model.named_parameters() if name.startswith(tiny_head_prefix(model))]
+    opt = torch.optim.SGD([{"params": body, "lr": 0.01, "name": "body"}, {"params": head, "lr": 0.1}], lr=0.1)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    history = fit(model, train, optimizer=opt, epochs=2, device="cpu", scheduler=sched)
+    assert history["lrs"] == [{"body": 0.01, "group1": 0.1}, {"body": 0.005, "group1": 0.05}]
+    assert history["lr"] == [0.01, 0.005]  # the first group's, as before
+
+
+def tiny_head_prefix(model):
+    last = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)][-1]
+    return last + "."
+
+
 def test_fit_steps_a_per_batch_scheduler_after_every_optimizer_step():
     train, _ = loaders()  # 96 images, batch 16: 6 steps per epoch
     model = tiny_net()
@@ -409,3 +426,25 @@ print(with_alloc - without)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert int(float(done.stdout.split()[-1])) > 128 * 2**20
+
+
+def test_the_grad_scaler_is_off_without_fp16_cuda_and_then_steps_like_the_plain_optimizer():
+    from labkit.device import grad_scaler
+
+    scaler = grad_scaler(resolve_amp(torch.device("cpu"), "bf16"))
+    assert not scaler.is_enabled()
+    model = nn.Linear(2, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    before = model.weight.detach().clone()
+    scaler.scale(model(torch.ones(1, 2)).sum()).backward()
+    scaler.step(opt)
+    scaler.update()
+    assert torch.allclose(model.weight, before - 0.1)  # d(sum)/dw = 1 for each weight
+
+
+def test_stopwatch_times_a_block_on_the_device():
+    from labkit.measure import Stopwatch
+
+    with Stopwatch("cpu") as clock:
+        torch.ones(100, 100).sum()
+    assert clock.seconds > 0

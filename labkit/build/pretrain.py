@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from labkit import synth
+from labkit.build import synth
 from labkit.models import WEIGHTS_DIR, MicroResNet, sha256_of
 
 __all__ = ["RECIPE", "TASKS", "pretrain", "evaluate_tasks", "save_weights", "measure_transfer_gap",

@@ -1,22 +1,23 @@
-"""Benchmark: full fine-tuning vs a frozen backbone vs cached features.
+"""Benchmark: full fine-tuning vs feature extraction (frozen backbone) vs cached features.
 
 ``python -m labkit bench`` trains a torchvision ResNet-18 (random weights: timing does not
-depend on weight values) on 256 synthetic 224x224 images, batch 32, for 5 epochs, three ways:
+depend on weight values) on 256 synthetic 224x224 images, batch 32, for 5 epochs, three ways,
+each set up by :func:`labkit.strategy.apply_strategy` from the one strategy table:
 
-* ``full``: every parameter trains;
-* ``frozen``: :func:`labkit.freeze.freeze` then :func:`labkit.heads.replace_head`, trained on
-  images every epoch (one backbone forward per image per epoch, no backward through it);
-* ``cached``: the frozen backbone runs once (:func:`labkit.features.extract_features`), then
-  only the head trains on the stored features (:func:`labkit.features.fit_head`).
+* ``full_finetune``: every parameter trains;
+* ``feature_extraction``: frozen backbone and a new head, trained on images every epoch (one
+  backbone forward per image per epoch, no backward through it);
+* ``cached_features``: the frozen backbone runs once (:func:`labkit.features.extract_features`),
+  then only the head trains on the stored features (:func:`labkit.features.fit_head`).
 
 Each strategy runs in its own Python process (peak RSS only grows within a process), after
 the same one-batch warm-up. It prints a markdown table and writes JSON (default
 ``benchmarks/results/frozen_vs_full-<device>.json``) with the ratios the course promises:
 
-* seconds per epoch, full / frozen (target >= 2);
-* peak memory, full / frozen;
-* cached total for all epochs / one forward pass over the images (target <= 1.2, limit 1.0);
-* frozen total / cached total (target >= 4);
+* seconds per epoch, full_finetune / feature_extraction (target >= 2);
+* peak memory, full_finetune / feature_extraction;
+* cached_features total for all epochs / one forward pass over the images (target <= 1.2, limit 1.0);
+* feature_extraction total / cached_features total (target >= 4);
 
 and the machine, torch version, device and thread count. It is a script that reports
 numbers, not a test: on a shared or busy machine the numbers move.
@@ -28,7 +29,6 @@ import datetime as _dt
 import json
 import os
 import platform
-import resource
 import subprocess
 import sys
 import time
@@ -37,9 +37,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from labkit._tables import markdown_table
+
 __all__ = ["main", "run_strategy", "summarize", "markdown", "BENCH_STRATEGIES"]
 
-BENCH_STRATEGIES = ("full", "frozen", "cached")
+BENCH_STRATEGIES = ("full_finetune", "feature_extraction", "cached_features")
 _MARK = "LABKIT_BENCH_RESULT "
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
@@ -67,7 +69,7 @@ class _SyntheticImages(torch.utils.data.Dataset):
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m labkit bench",
-        description="Time full fine-tuning vs a frozen backbone vs cached features; print a table and write JSON.",
+        description="Time full_finetune vs feature_extraction vs cached_features; print a table and write JSON.",
     )
     p.add_argument("--arch", default="resnet18", help="torchvision classification builder (default resnet18)")
     p.add_argument("--image-size", type=int, default=224, help="square image side in pixels (default 224)")
@@ -129,16 +131,78 @@ def _rss_mb() -> float | None:
         return None
 
 
+def _forward_seconds(net: nn.Module, loader, dev, amp_cfg, channels_last: bool, batches: int | None = None) -> float:
+    """Seconds for one inference pass (eval mode, inference_mode) over the loader."""
+    from labkit.measure import Stopwatch
+
+    was_training = net.training
+    net.eval()
+    with Stopwatch(dev) as clock, torch.inference_mode():
+        for i, (x, _) in enumerate(loader):
+            if batches is not None and i >= batches:
+                break
+            x = x.to(dev, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with amp_cfg.autocast(dev):
+                net(x)
+    net.train(was_training)
+    return clock.seconds
+
+
+def _time_cached(model, groups, loader, cfg: dict, dev, amp, amp_cfg, channels_last: bool) -> tuple[dict, object]:
+    """Extract once, train the head on the features; bracketed by a reference forward pass before and after."""
+    from labkit.features import extract_features, fit_head, split_head
+    from labkit.measure import MB, PeakMemory
+
+    backbone, head = split_head(model)
+    reference_before = _forward_seconds(backbone, loader, dev, amp_cfg, channels_last)
+    tracker = PeakMemory(dev)
+    tracker.start()
+    t0 = time.perf_counter()
+    feats = extract_features(backbone, loader, device=dev, amp=amp, channels_last=channels_last, progress=False)
+    extract_s = time.perf_counter() - t0
+    extract_peak = tracker.stop() / MB
+    optimizer = torch.optim.SGD(groups, lr=cfg["lr"], momentum=0.9)
+    _, history = fit_head(
+        feats, head=head, num_classes=cfg["classes"], optimizer=optimizer, epochs=cfg["epochs"],
+        batch_size=cfg["batch_size"], device=dev, progress=False,
+    )
+    total_s = time.perf_counter() - t0
+    # The reference pass runs once before and once after, so that a machine getting busier
+    # or quieter during the run does not favour either side of the ratio.
+    reference_after = _forward_seconds(backbone, loader, dev, amp_cfg, channels_last)
+    return {
+        "total_s": total_s,
+        "one_forward_pass_s": (reference_before + reference_after) / 2,
+        "one_forward_pass_runs_s": [reference_before, reference_after],
+        "extract_s": extract_s,
+        "head_epochs_s": history.total_seconds,
+        "peak_mem_mb": max([extract_peak] + history["peak_mem_mb"]),
+        "memory_kind": tracker.kind,
+    }, history
+
+
+def _time_images(model, groups, loader, cfg: dict, dev, amp, channels_last: bool) -> tuple[dict, object]:
+    """Train on images with fit; the whole run's seconds and peak memory."""
+    from labkit.train import fit
+
+    optimizer = torch.optim.SGD(groups, lr=cfg["lr"], momentum=0.9)
+    t0 = time.perf_counter()
+    history = fit(model, loader, optimizer=optimizer, epochs=cfg["epochs"], device=dev, amp=amp,
+                  channels_last=channels_last, progress=False)
+    return {"total_s": time.perf_counter() - t0, "peak_mem_mb": max(history["peak_mem_mb"]),
+            "memory_kind": history.meta["memory_kind"]}, history
+
+
 def run_strategy(strategy: str, cfg: dict) -> dict:
     """Time one strategy in this process and return its measurements (a JSON-ready dict)."""
     import torchvision
 
-    from labkit.features import _split_head, extract_features, fit_head
-    from labkit.freeze import freeze
-    from labkit.heads import replace_head
-    from labkit.train import (
-        PeakMemory, _sync, fit, loader_kwargs, resolve_amp, resolve_device, seed_everything,
-    )
+    from labkit._env import peak_rss_mb
+    from labkit.device import loader_kwargs, resolve_amp, resolve_device
+    from labkit.seed import seed_everything
+    from labkit.strategy import apply_strategy
 
     if strategy not in BENCH_STRATEGIES:
         raise ValueError(f"strategy: expected one of {', '.join(BENCH_STRATEGIES)}, got {strategy!r}.")
@@ -155,86 +219,31 @@ def run_strategy(strategy: str, cfg: dict) -> dict:
     data = _SyntheticImages(cfg["images"], cfg["image_size"], cfg["classes"], cfg["seed"])
     loader = torch.utils.data.DataLoader(data, batch_size=cfg["batch_size"], shuffle=True, **loader_kwargs(dev))
     model = torchvision.models.get_model(cfg["arch"], weights=None)
-    if strategy in ("frozen", "cached"):
-        freeze(model)
-    replace_head(model, cfg["classes"])
+    groups = apply_strategy(model, strategy, num_classes=cfg["classes"], lr=cfg["lr"])
     model.to(dev)
     if channels_last:
         model.to(memory_format=torch.channels_last)
 
-    def forward_pass(net: nn.Module, batches: int | None = None) -> float:
-        """Seconds for one inference pass (eval mode, inference_mode) over the loader."""
-        was_training = net.training
-        net.eval()
-        _sync(dev)
-        t0 = time.perf_counter()
-        with torch.inference_mode():
-            for i, (x, _) in enumerate(loader):
-                if batches is not None and i >= batches:
-                    break
-                x = x.to(dev, non_blocking=True)
-                if channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with amp_cfg.autocast(dev):
-                    net(x)
-        _sync(dev)
-        net.train(was_training)
-        return time.perf_counter() - t0
-
-    warmup_s = forward_pass(model, batches=1)  # same one-off start-up cost excluded for every strategy
-    result: dict = {"strategy": strategy, "warmup_s": warmup_s}
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    result["trainable_params"] = trainable
-    result["total_params"] = sum(p.numel() for p in model.parameters())
-    result["rss_before_mb"] = _rss_mb()
-
-    if strategy == "cached":
-        backbone, head = _split_head(model)
-        reference_before = forward_pass(backbone)
-        tracker = PeakMemory(dev)
-        tracker.start()
-        t0 = time.perf_counter()
-        feats = extract_features(backbone, loader, device=dev, amp=amp, channels_last=channels_last, progress=False)
-        extract_s = time.perf_counter() - t0
-        extract_peak = tracker.stop() / 2**20
-        optimizer = torch.optim.SGD(head.parameters(), lr=cfg["lr"], momentum=0.9)
-        _, history = fit_head(
-            feats, head=head, num_classes=cfg["classes"], optimizer=optimizer, epochs=cfg["epochs"],
-            batch_size=cfg["batch_size"], device=dev, progress=False,
-        )
-        total_s = time.perf_counter() - t0
-        # The reference pass runs once before and once after, so that a machine getting busier
-        # or quieter during the run does not favour either side of the ratio.
-        reference_after = forward_pass(backbone)
-        result.update({
-            "one_forward_pass_s": (reference_before + reference_after) / 2,
-            "one_forward_pass_runs_s": [reference_before, reference_after],
-            "extract_s": extract_s,
-            "head_epochs_s": history.total_seconds,
-            "peak_mem_mb": max([extract_peak] + history["peak_mem_mb"]),
-            "memory_kind": tracker.kind,
-        })
+    result: dict = {
+        "strategy": strategy,
+        # the same one-off start-up cost, excluded for every strategy
+        "warmup_s": _forward_seconds(model, loader, dev, amp_cfg, channels_last, batches=1),
+        "trainable_params": sum(p.numel() for p in model.parameters() if p.requires_grad),
+        "total_params": sum(p.numel() for p in model.parameters()),
+        "rss_before_mb": _rss_mb(),
+    }
+    if strategy == "cached_features":
+        measured, history = _time_cached(model, groups, loader, cfg, dev, amp, amp_cfg, channels_last)
     else:
-        optimizer = torch.optim.SGD(
-            [p for p in model.parameters() if p.requires_grad], lr=cfg["lr"], momentum=0.9
-        )
-        t0 = time.perf_counter()
-        history = fit(
-            model, loader, optimizer=optimizer, epochs=cfg["epochs"], device=dev, amp=amp,
-            channels_last=channels_last, progress=False,
-        )
-        total_s = time.perf_counter() - t0
-        result.update({"peak_mem_mb": max(history["peak_mem_mb"]), "memory_kind": history.meta["memory_kind"]})
-
+        measured, history = _time_images(model, groups, loader, cfg, dev, amp, channels_last)
+    result.update(measured)
     seconds = history["seconds"]
     result.update({
-        "total_s": total_s,
         "epoch_seconds": seconds,
         "s_per_epoch": sum(seconds) / len(seconds),
         "images_per_sec": cfg["images"] * len(seconds) / sum(seconds),
         "final_train_loss": history["train_loss"][-1],
-        "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        / (2**20 if sys.platform == "darwin" else 2**10),
+        "process_peak_rss_mb": peak_rss_mb(),
         "device": str(dev),
         "amp": str(amp_cfg.dtype).replace("torch.", "") if amp_cfg.enabled else "off",
         "torch_threads": torch.get_num_threads(),
@@ -334,39 +343,38 @@ def markdown(doc: dict) -> str:
         f"{' (' + m['gpu'] + ')' if m.get('gpu') else ''}, {m['torch_threads']} threads; "
         f"{m['cpu']}, {m['usable_cpus']} usable CPUs; torch {m['torch']}",
         "",
-        "| strategy | trainable params | s/epoch | total s | peak memory MB | images/s |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
+    rows = []
     for name, r in doc["strategies"].items():
         total = f"{r['total_s']:.2f}"
-        if name == "cached":
+        if name == "cached_features":
             total += f" (extract {r['extract_s']:.2f} + head {r['head_epochs_s']:.2f})"
-        lines.append(
-            f"| {name} | {r['trainable_params']:,} | {r['s_per_epoch']:.3f} | {total} | "
-            f"{r['peak_mem_mb']:.0f} | {r['images_per_sec']:.1f} |"
-        )
-    if "cached" in doc["strategies"]:
-        cached = doc["strategies"]["cached"]
+        rows.append([name, f"{r['trainable_params']:,}", f"{r['s_per_epoch']:.3f}", total,
+                     f"{r['peak_mem_mb']:.0f}", f"{r['images_per_sec']:.1f}"])
+    lines.append(markdown_table(
+        ["strategy", "trainable params", "s/epoch", "total s", "peak memory MB", "images/s"], rows))
+    if "cached_features" in doc["strategies"]:
+        cached = doc["strategies"]["cached_features"]
         runs = cached.get("one_forward_pass_runs_s") or []
         how = f" (mean of {runs[0]:.2f} s before and {runs[1]:.2f} s after the cached run)" if len(runs) == 2 else ""
         lines.append(f"\nOne forward pass over the images (inference mode): {cached['one_forward_pass_s']:.2f} s{how}.")
     titles = {
-        "full_over_frozen_s_per_epoch": "seconds per epoch, full / frozen",
-        "full_over_frozen_peak_mem": "peak memory, full / frozen",
-        "full_over_frozen_peak_mem_above_baseline": "peak memory above the pre-training RSS, full / frozen",
-        "cached_total_over_one_forward_pass": "cached total / one forward pass (limit 1.0)",
-        "frozen_total_over_cached_total": "frozen uncached total / cached total",
+        "full_over_frozen_s_per_epoch": "seconds per epoch, full_finetune / feature_extraction",
+        "full_over_frozen_peak_mem": "peak memory, full_finetune / feature_extraction",
+        "full_over_frozen_peak_mem_above_baseline":
+            "peak memory above the pre-training RSS, full_finetune / feature_extraction",
+        "cached_total_over_one_forward_pass": "cached_features total / one forward pass (limit 1.0)",
+        "frozen_total_over_cached_total": "feature_extraction total / cached_features total",
     }
-    lines += ["", "| measure | value | target | met |", "|---|---:|---:|:---:|"]
-    for key, r in doc["ratios"].items():
-        met = "" if r["met"] is None else ("yes" if r["met"] else "no")
-        lines.append(f"| {titles.get(key, key)} | {r['value']:.2f}x | {r['target'] or ''} | {met} |")
+    rows = [[titles.get(key, key), f"{r['value']:.2f}x", r["target"] or "",
+             "" if r["met"] is None else ("yes" if r["met"] else "no")] for key, r in doc["ratios"].items()]
+    lines += ["", markdown_table(["measure", "value", "target", "met"], rows, align="lrrc")]
     return "\n".join(lines)
 
 
 def _run_worker_process(strategy: str, cfg: dict) -> dict:
     cmd = [sys.executable, "-m", "labkit", "bench", "--worker", "--strategy", strategy] + _config_argv(cfg)
-    root = str(Path(__file__).resolve().parents[1])  # the checkout (or site-packages) holding labkit
+    root = str(Path(__file__).resolve().parents[2])  # the checkout (or site-packages) holding labkit
     path = os.environ.get("PYTHONPATH")
     env = dict(os.environ, LABKIT_PROGRESS="0", PYTHONPATH=root + (os.pathsep + path if path else ""))
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
@@ -404,7 +412,7 @@ def _run(args, cfg: dict) -> int:
         print(f"bench: --strategies expected names from {','.join(BENCH_STRATEGIES)}, got {args.strategies!r}.",
               file=sys.stderr)
         return 2
-    from labkit.train import resolve_device
+    from labkit.device import resolve_device
 
     if args.threads:
         torch.set_num_threads(args.threads)
