@@ -316,8 +316,8 @@ def _real_loaders(key: str, *, train_transform, eval_transform, classes, per_cla
                   batch_size: int, root: Path, seed: int, num_workers: int, pin: bool, download: bool,
                   verbose: bool) -> Loaders:
     spec = PHOTO_SETS[key]
-    if download:
-        download_photos(key, root=root, verbose=verbose)
+    if download:  # always said, even with verbose=False: the learner should know what is downloaded and how long
+        download_photos(key, root=root, verbose=True)
     samples, names = list_photos(key, root=root)
     chosen = _pick_classes(names, classes, spec.default_classes)
     g = torch.Generator().manual_seed(seed)
@@ -369,7 +369,8 @@ def load_lesson_data(choice: str = "auto", *, backbone: Any = None, train_transf
         num_workers: DataLoader workers; default 2 for real photos on CUDA (JPEG decoding), else 0.
         pin_memory: default: True when CUDA is available.
         download: allow downloading a real set that is not under ``root`` yet.
-        verbose: say what was loaded (and, for a download, its size and time).
+        verbose: say what was loaded. A download always says its size, the time it should take
+            and the time it took.
 
     Returns:
         :class:`labkit.data.Loaders` ``(train, val, classes)``.

@@ -121,6 +121,12 @@ def test_photos_folder_comes_from_labkit_photos_when_not_given(fake_pets, micro,
     assert data.num_classes == 5 and len(data.train.dataset) == 20
 
 
+def test_where_the_photos_come_from_is_said_even_when_quiet(fake_pets, micro, capsys):
+    load_lesson_data("pets", backbone=micro, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
+    out = capsys.readouterr().out
+    assert "Oxford-IIIT Pet: using the copy in" in out and "training and" not in out
+
+
 def test_pets_split_is_the_same_for_the_same_seed(fake_pets, micro):
     a = load_lesson_data("pets", backbone=micro, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
     b = load_lesson_data("pets", backbone=micro, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
