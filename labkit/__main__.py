@@ -21,6 +21,7 @@ COMMANDS = {
     "pretrain": ("labkit.build.pretrain", "main", "pretrain the bundled micro-backbone on synthetic images"),
     "make-datasets": ("labkit.build", "make_datasets_main", "regenerate the bundled datasets in datasets/"),
     "probe": ("labkit.build.probe", "main", "score the micro-backbone's features on real images (digits)"),
+    "rehearse": ("labkit.build.rehearse", "main", "run every solution notebook the Colab way (torchvision, 224 px, no network)"),
 }
 
 

@@ -1,12 +1,14 @@
 """Pretrained backbones: torchvision's ImageNet weights (the Colab path) and the bundled micro-backbone.
 
 ``load_backbone("resnet18")`` is exactly what a Colab user runs: torchvision's weights API,
-with the preprocessing that belongs to those weights. Without network access that fails with
-a message naming the offline choice; the bundled micro-backbone is used only when asked for,
-by name (``load_backbone("micro_resnet")``), with ``offline=True``, or with the environment
-variable ``LABKIT_OFFLINE=1`` (set by CI and the tests). Random weights are only ever used
-when ``pretrained=False`` says so, and :meth:`Backbone.describe` always tells which backbone
-and which weights are in use.
+with the preprocessing that belongs to those weights. The bundled micro-backbone is used when
+asked for, by name (``load_backbone("micro_resnet")``), with ``offline=True``, or with the
+environment variable ``LABKIT_OFFLINE=1`` (set by CI and the tests), and, as the offline
+default, when torchvision's weights cannot be fetched and the learner has not insisted on them:
+then a banner says so once per session and how to insist. Insisting (``LABKIT_OFFLINE=0`` or
+``offline=False``) makes a failed fetch an error that names the offline choice. Random weights
+are only ever used when ``pretrained=False`` says so, and :meth:`Backbone.describe` always
+tells which backbone and which weights are in use.
 
 The micro-backbone is a torchvision ``ResNet`` (one BasicBlock per stage, 64x64 inputs) with
 ResNet-18's module names and widths (``conv1`` 64x3x7x7, ``bn1``, ``layer1``..``layer4``,
@@ -217,6 +219,29 @@ class Backbone(NamedTuple):
 
 
 
+def _insists_online() -> bool:
+    """True when the environment insists on torchvision's weights (``LABKIT_OFFLINE`` set to 0/false/no)."""
+    return os.environ.get("LABKIT_OFFLINE", "").strip().lower() in {"0", "false", "no", "off"}
+
+
+# name -> why fetching its torchvision weights failed, this session. A failed fetch is not retried
+# (each retry could wait out the timeout) unless the learner insists (LABKIT_OFFLINE=0, offline=False).
+_FETCH_FAILURES: dict[str, str] = {}
+
+
+def _fallback_banner(name: str, weights: str, reason: str) -> str:
+    rule = "=" * 78
+    return "\n".join([
+        rule,
+        f"OFFLINE: could not fetch {weights} for {name} ({reason}).",
+        f"Carrying on with labkit's bundled micro_resnet in place of {name}: synthetic-scene pretraining,",
+        "64x64 inputs, not ImageNet weights, so the lesson's figures will differ from the ones in Colab.",
+        "To insist on the real weights (and get an error while they cannot be fetched), set",
+        "LABKIT_OFFLINE=0 before starting Jupyter; to choose the bundled backbone quietly, set LABKIT_OFFLINE=1.",
+        rule,
+    ])
+
+
 def cached_checkpoint_path(weights: Any) -> Path:
     """Where torch.hub keeps (or would keep) a torchvision weights file: ``$TORCH_HOME/hub/checkpoints/<file>``.
 
@@ -295,7 +320,8 @@ def _load_torchvision(name: str, pretrained: bool, progress: bool, timeout: floa
             f"They are downloaded from {default.url} into {cached} on first use, so this needs network "
             f"access once (Google Colab has it). Offline, ask for the bundled micro-backbone instead: "
             f"load_backbone({name!r}, offline=True), or set the environment variable LABKIT_OFFLINE=1, or "
-            f"load_backbone('micro_resnet'). (labkit never switches to random weights on its own.)"
+            f"load_backbone('micro_resnet'); or leave LABKIT_OFFLINE unset (not 0) and labkit falls back to it "
+            f"with a banner. (labkit never switches to random weights on its own.)"
         ) from e
     dataset = "ImageNet-1K" if "IMAGENET1K" in str(default) else default.meta.get("recipe", "torchvision")
     meta = _meta_for(model, default, name, "torchvision", pre, f"{default} ({dataset}, torchvision)",
@@ -312,7 +338,9 @@ def load_backbone(name: str = "resnet18", *, pretrained: bool = True, offline: b
         name: a torchvision model name ("resnet18", ...) or "micro_resnet" (the bundled backbone).
         pretrained: load pretrained weights; ``False`` gives a randomly initialised model (and says so).
         offline: use the bundled micro-backbone in place of a torchvision model. Default: the
-            ``LABKIT_OFFLINE`` environment variable. ``False`` forces the torchvision path.
+            ``LABKIT_OFFLINE`` environment variable: 1 -> the micro-backbone; unset -> torchvision,
+            falling back to the micro-backbone with a banner when the weights cannot be fetched;
+            0 -> torchvision or an error. ``False`` forces the torchvision path (or an error).
         weights_file: another micro-backbone weights file (with its ``.json`` beside it).
         verbose: print the one-line description.
         progress: show torchvision's download progress bar.
@@ -322,8 +350,9 @@ def load_backbone(name: str = "resnet18", *, pretrained: bool = True, offline: b
         a :class:`Backbone` ``(model, weights, eval_transform, train_transform, meta)``.
 
     Raises:
-        BackboneUnavailableError: the torchvision weights could not be downloaded or found in
-            the cache; the message names the offline choice.
+        BackboneUnavailableError: the learner insisted (``LABKIT_OFFLINE=0`` or ``offline=False``)
+            and the torchvision weights could not be downloaded or found in the cache; the message
+            names the offline choice.
         WeightsChecksumError: the micro-backbone's file does not match its recorded sha256.
 
     Example:
@@ -335,6 +364,7 @@ def load_backbone(name: str = "resnet18", *, pretrained: bool = True, offline: b
     if not isinstance(name, str) or not name.strip():
         raise ValueError(f"load_backbone expected a model name such as 'resnet18' or 'micro_resnet', got {name!r}.")
     key = name.strip().lower()
+    insisted = offline is False or (offline is None and _insists_online())
     offline = is_offline() if offline is None else bool(offline)
     if key in _ALIASES:
         bb = _load_micro(pretrained, weights_file, None)
@@ -346,7 +376,25 @@ def load_backbone(name: str = "resnet18", *, pretrained: bool = True, offline: b
     else:
         if weights_file is not None:
             raise ValueError(f"weights_file is for the micro-backbone only, got it with name={name!r}.")
-        bb = _load_torchvision(key, pretrained, progress, timeout)
+        if not pretrained or insisted:
+            bb = _load_torchvision(key, pretrained, progress, timeout)
+            _FETCH_FAILURES.pop(key, None)
+        elif key in _FETCH_FAILURES:  # failed earlier this session: the banner was shown then
+            bb = _load_micro(pretrained, weights_file, key)
+            bb.meta["fallback_reason"] = _FETCH_FAILURES[key]
+        else:
+            try:
+                bb = _load_torchvision(key, pretrained, progress, timeout)
+            except BackboneUnavailableError as e:
+                cause = e.__cause__ or e
+                reason = f"{type(cause).__name__}: {cause}"[:200]
+                _FETCH_FAILURES[key] = reason
+                bb = _load_micro(pretrained, weights_file, key)
+                bb.meta["fallback_reason"] = reason
+                import torchvision
+
+                weights_name = str(torchvision.models.get_model_weights(key).DEFAULT)
+                print(_fallback_banner(key, weights_name, reason), flush=True)
     if verbose:
         print(bb.describe())
     return bb

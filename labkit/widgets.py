@@ -116,20 +116,22 @@ def filter_browser(model: nn.Module, *, layer: str | None = None) -> FilterBrows
         browser.figure = fig
         _show_figure(output, fig)
 
-    def fit_slider() -> None:
+    def fit_slider(*, restart: bool = False) -> None:
         weight = layers[layer_box.value].weight
         limit = (weight.shape[0] if view_box.value == "filter" else weight.shape[1]) - 1
         quiet[0] = True
         try:
             slider.description = view_box.value
-            if limit < slider.max:
+            if restart:  # filter 5 and input channel 5 have nothing in common: start again at 0
+                slider.value = 0
+            elif limit < slider.max:
                 slider.value = min(slider.value, limit)
             slider.max = limit
         finally:
             quiet[0] = False
 
     def on_choice(change) -> None:
-        fit_slider()
+        fit_slider(restart=change["owner"] is view_box)
         redraw()
 
     def on_index(change) -> None:
@@ -277,13 +279,16 @@ class StrategyExplorer:
 
     Attributes:
         widget: the whole view (a VBox).
-        log_images: FloatSlider, log10 of the number of labelled training images (1 to 7).
+        log_images: FloatSlider, log10 of the number of labelled training images (1 to 7); its
+            readout is the ``count`` label, which shows the number of images itself.
         domain_gap: FloatSlider, 0 (ImageNet-like photos) to 1 (nothing like them).
         plot: Output holding the plane with the point.
         advice_box: Output holding the advice text.
         figure: the matplotlib Figure now shown.
         advice: the :class:`labkit.strategy.Advice` now shown.
         text: the advice text now shown.
+        count: Label showing the number of images (e.g. "300 images").
+        exact: the number of images it was called with, shown exactly until the slider moves.
     """
 
     widget: widgets.VBox
@@ -295,13 +300,23 @@ class StrategyExplorer:
     advice: Advice | None = None
     text: str = ""
 
+    count: widgets.Label | None = None
+    exact: int | None = None  # the count it was called with, while the slider has not moved
+
     @property
     def n_images(self) -> int:
-        """The number of images the slider stands for (10 ** log_images, rounded)."""
+        """The number of images: the one given, until the slider moves; then 10 ** log_images, rounded."""
+        if self.exact is not None and self.log_images.value == _log_position(self.exact):
+            return self.exact
         return max(1, round(10 ** self.log_images.value))
 
     def _ipython_display_(self) -> None:
         display(self.widget)
+
+
+def _log_position(n_images: int) -> float:
+    """Where ``n_images`` sits on the log10 slider (steps of 0.1)."""
+    return round(math.log10(n_images), 1)
 
 
 def strategy_explorer(*, n_images: int = 300, domain_gap: float = 0.8) -> StrategyExplorer:
@@ -322,16 +337,20 @@ def strategy_explorer(*, n_images: int = 300, domain_gap: float = 0.8) -> Strate
     if isinstance(domain_gap, bool) or not isinstance(domain_gap, Real) or not 0 <= domain_gap <= 1:
         raise ValueError(f"strategy_explorer: domain_gap must be a number in [0, 1] (0: ImageNet-like photos, "
                          f"1: nothing like them), got {domain_gap!r}.")
-    size_box = widgets.FloatSlider(value=round(math.log10(n_images), 1), min=1.0, max=7.0, step=0.1,
-                                   description="log10 images", readout_format=".1f", continuous_update=False)
+    wide = {"description_width": "initial"}  # the whole label, never cut to "log10 im..."
+    size_box = widgets.FloatSlider(value=_log_position(n_images), min=1.0, max=7.0, step=0.1,
+                                   description="images (log10 scale)", readout=False, style=wide,
+                                   continuous_update=False)
+    count = widgets.Label()
     gap_box = widgets.FloatSlider(value=float(domain_gap), min=0.0, max=1.0, step=0.05, description="domain gap",
-                                  readout_format=".2f", continuous_update=False)
+                                  readout_format=".2f", style=wide, continuous_update=False)
     plot, advice_box = widgets.Output(), widgets.Output()
-    explorer = StrategyExplorer(widgets.VBox([widgets.HBox([size_box, gap_box]), plot, advice_box]),
-                                size_box, gap_box, plot, advice_box)
+    explorer = StrategyExplorer(widgets.VBox([widgets.HBox([size_box, count, gap_box]), plot, advice_box]),
+                                size_box, gap_box, plot, advice_box, count=count, exact=n_images)
 
     def redraw(change=None) -> None:
         n, gap = explorer.n_images, float(gap_box.value)
+        count.value = f"{n:,} images"
         explorer.advice = advise(n, gap)
         explorer.text = f"{n:,} images, domain gap {gap:.2f} -> {explorer.advice}"
         fig = Figure(figsize=(7, 4.5), layout="constrained")

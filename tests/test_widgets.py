@@ -46,9 +46,20 @@ def test_choosing_a_layer_redraws_and_fits_the_slider(resnet18):
     assert browser.index.max == 511 and browser.index.value == 40
     assert _title(browser).startswith("layer4.1.conv2 \u00b7 filter 40 of 512")
     browser.view.value = "channel"
+    browser.index.value = 300
     browser.layer.value = "conv1"
     assert browser.index.max == 2 and browser.index.value == 2  # clamped to the 3 input channels
     assert _title(browser).startswith("conv1 \u00b7 input channel 2 (B) of 3")
+
+
+def test_switching_between_filter_and_channel_view_starts_the_slider_at_zero(resnet18):
+    browser = filter_browser(resnet18, layer="layer1.0.conv1")
+    browser.index.value = 40
+    browser.view.value = "channel"
+    assert browser.index.value == 0 and "input channel 0 of 64" in _title(browser)
+    browser.index.value = 7
+    browser.view.value = "filter"
+    assert browser.index.value == 0 and _title(browser).startswith("layer1.0.conv1 \u00b7 filter 0 of 64")
 
 
 def test_channel_view_shows_one_input_channel_of_every_filter(resnet18):

@@ -87,10 +87,23 @@ def test_explorer_bad_input():
 def test_strategy_explorer_starts_on_small_distant_data():
     explorer = strategy_explorer()
     assert isinstance(explorer.widget, widgets.VBox)
-    assert explorer.n_images == 316  # 10 ** 2.5: the slider holds log10(300) rounded to 0.1
+    assert explorer.n_images == 300  # exactly the count given, though the slider sits at log10 2.5
+    assert explorer.count.value == "300 images"
     assert (explorer.advice.strategy, explorer.advice.bn) == ("partial_finetune", "freeze")
-    assert explorer.text.startswith("316 images, domain gap 0.80 -> partial_finetune (BatchNorm: freeze)")
-    assert any(t.startswith("your data (316 images)") for t in _texts(explorer.figure))
+    assert explorer.text.startswith("300 images, domain gap 0.80 -> partial_finetune (BatchNorm: freeze)")
+    assert any(t.startswith("your data (300 images)") for t in _texts(explorer.figure))
+
+
+def test_strategy_explorer_label_is_shown_whole_and_the_count_follows_the_slider():
+    explorer = strategy_explorer(n_images=1234)
+    assert explorer.log_images.description == "images (log10 scale)"
+    assert explorer.log_images.style.description_width == "initial"
+    assert explorer.domain_gap.style.description_width == "initial"
+    assert explorer.count.value == "1,234 images"
+    explorer.log_images.value = 4.0
+    assert explorer.n_images == 10_000 and explorer.count.value == "10,000 images"
+    explorer.log_images.value = 3.1  # log10(1234) rounded to the slider's 0.1 steps
+    assert explorer.n_images == 1234  # back on the starting position: the exact count again
 
 
 def test_more_data_moves_the_point_and_changes_the_advice():
