@@ -29,6 +29,7 @@ from torchvision.transforms import InterpolationMode
 from labkit._env import DOWNLOAD_TIMEOUT_S, is_offline, socket_timeout
 
 __all__ = [
+    "resolve_transforms",
     "BUNDLED",
     "TORCHVISION_DATASETS",
     "FolderReport",
@@ -435,6 +436,22 @@ def _split(root: Path, val_fraction: float, seed: int, tf_train, tf_eval, verbos
     return Subset(train_full, sorted(tr)), Subset(val_full, sorted(va)), train_full.classes
 
 
+
+def resolve_transforms(backbone, train_transform, eval_transform, *, where: str):
+    """The (train, eval) preprocessing: given ones win, else the backbone's own; refuse neither.
+
+    Example:
+        >>> resolve_transforms(None, None, None, where="make_loaders")   # doctest: +SKIP
+        ValueError: make_loaders needs the preprocessing of the backbone you will train: ...
+    """
+    if backbone is not None:
+        train_transform = train_transform or make_train_transform(backbone)
+        eval_transform = eval_transform or make_eval_transform(backbone)
+    if train_transform is None or eval_transform is None:
+        raise ValueError(f"{where} needs the preprocessing of the backbone you will train: pass backbone=<what "
+                         "load_backbone returned>, or both train_transform= and eval_transform=.")
+    return train_transform, eval_transform
+
 def make_loaders(source: str | Path, *, backbone: Any = None, train_transform: Callable | None = None,
                  eval_transform: Callable | None = None, batch_size: int = 32, max_per_class: int | None = None,
                  val_fraction: float = 0.2, seed: int = 0, num_workers: int = 0, pin_memory: bool | None = None,
@@ -463,12 +480,7 @@ def make_loaders(source: str | Path, *, backbone: Any = None, train_transform: C
         >>> dl.num_classes, len(dl.train.dataset), len(dl.val.dataset)
         (8, 240, 160)
     """
-    if backbone is not None:
-        train_transform = train_transform or make_train_transform(backbone)
-        eval_transform = eval_transform or make_eval_transform(backbone)
-    if train_transform is None or eval_transform is None:
-        raise ValueError("make_loaders needs the preprocessing of the backbone you will train: pass backbone=<what "
-                         "load_backbone returned>, or both train_transform= and eval_transform=.")
+    train_transform, eval_transform = resolve_transforms(backbone, train_transform, eval_transform, where="make_loaders")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     key = source.lower() if isinstance(source, str) else None

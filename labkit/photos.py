@@ -32,7 +32,6 @@ images per class. Reading the Flowers-102 labels needs scipy (Colab has it).
 """
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
@@ -46,8 +45,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from labkit._env import is_offline, socket_timeout
-from labkit.data import BUNDLED, DatasetUnavailableError, Loaders, make_eval_transform, make_loaders
-from labkit.data import make_train_transform
+from labkit.data import BUNDLED, DatasetUnavailableError, Loaders, make_loaders, resolve_transforms
 
 __all__ = [
     "CHOICES",
@@ -390,12 +388,8 @@ def load_lesson_data(choice: str = "auto", *, backbone: Any = None, train_transf
     for name, value in (("per_class", per_class), ("val_per_class", val_per_class), ("batch_size", batch_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
-    if backbone is not None:
-        train_transform = train_transform or make_train_transform(backbone)
-        eval_transform = eval_transform or make_eval_transform(backbone)
-    if train_transform is None or eval_transform is None:
-        raise ValueError("load_lesson_data needs the preprocessing of the backbone you will train: pass "
-                         "backbone=<what load_backbone returned>, or both train_transform= and eval_transform=.")
+    train_transform, eval_transform = resolve_transforms(backbone, train_transform, eval_transform,
+                                                         where="load_lesson_data")
     root = Path(os.environ.get("LABKIT_PHOTOS", "data") if root is None else root)
     cuda = torch.cuda.is_available()
     pin = cuda if pin_memory is None else pin_memory

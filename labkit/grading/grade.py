@@ -488,6 +488,16 @@ def _checks_sha(checks_path: Path) -> str:
     return hashlib.sha256(checks_path.read_bytes()).hexdigest()
 
 
+
+def _checked_limits(limits: "Limits | None", **timeouts: float) -> "Limits":
+    """Refuse a timeout that is not a positive number of seconds; return the (checked) limits."""
+    for name, value in timeouts.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    limits = limits or Limits()
+    limits.check()
+    return limits
+
 def grade_notebook(
     path: str | Path,
     *,
@@ -532,12 +542,8 @@ def grade_notebook(
     """
     path = Path(path)
     student = student or (path.name[:-6] if path.name.endswith(".ipynb") else path.stem)
-    for name, value in (("cell_timeout", cell_timeout), ("notebook_timeout", notebook_timeout), ("check_timeout", check_timeout),
-                        ("startup_timeout", startup_timeout)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    limits = limits or Limits()
-    limits.check()
+    limits = _checked_limits(limits, cell_timeout=cell_timeout, notebook_timeout=notebook_timeout,
+                             check_timeout=check_timeout, startup_timeout=startup_timeout)
     if lesson is not None and lesson not in LESSONS:
         exercises_for(lesson)  # raises with the list of lessons
     checks_file = Path(checks_path) if checks_path else CHECKS_PATH
@@ -780,12 +786,8 @@ def grade(
     started = time.monotonic()
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
-    for name, value in (("cell_timeout", cell_timeout), ("notebook_timeout", notebook_timeout), ("check_timeout", check_timeout),
-                        ("startup_timeout", startup_timeout)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
-    limits = limits or Limits()
-    limits.check()
+    limits = _checked_limits(limits, cell_timeout=cell_timeout, notebook_timeout=notebook_timeout,
+                             check_timeout=check_timeout, startup_timeout=startup_timeout)
     out = Path(out)
     feedback_dir = Path(feedback_dir) if feedback_dir else out.with_name(f"{out.stem}_feedback")
     check_output_paths(out, feedback_dir, [Path(p) for p in paths if Path(p).exists()])
