@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from labkit.build import fractals as fr
-from labkit.pretrain import IGNORE, pretrain, render_training_images, tasks_for, RECIPE
+from labkit.build.pretrain import IGNORE, pretrain, render_training_images, tasks_for, RECIPE
 
 
 def test_sampled_ifs_maps_are_contractive():

@@ -269,6 +269,8 @@ def _build(root: Path, *, attacks: bool) -> dict:
     notes.write_text("exam ideas\n", encoding="utf-8")
     private = root / "instructor" / "checks_private.py"
     private.write_text((ROOT / "labkit" / "grading" / "checks.py").read_text(encoding="utf-8") + f"\n# {HIDDEN_MARKER}\n", encoding="utf-8")
+    for lesson_checks in sorted((ROOT / "labkit" / "grading").glob("checks_[0-9]*.py")):  # loaded beside checks.py
+        (private.parent / lesson_checks.name).write_text(lesson_checks.read_text(encoding="utf-8"), encoding="utf-8")
     paths = {
         "OUT": out, "JOURNAL": out.parent / "grades_feedback" / "victim.json", "NOTES": notes, "PRIVATE_CHECKS": private,
         "CLASSMATE": subs / "alice.ipynb", "CLASSMATE_FEEDBACK": out.parent / "grades_feedback" / "alice.md",
