@@ -100,9 +100,12 @@ def lab(tmp_path):
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 180  # a loaded 2-core CI machine can take a minute to start it
+        # A fresh opener with no proxy: urlopen's global opener keeps whatever proxy variables were
+        # set when it was first used (a test of the offline default points them at a closed port).
+        direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while True:
             try:
-                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2) as r:
+                with direct.open(f"{base}/api/status?token={token}", timeout=2) as r:
                     if r.status == 200:
                         break
             except OSError:
