@@ -9,7 +9,16 @@ from torch import nn
 
 from labkit._batches import dataset_classes, dataset_labels, loader_len, logits_of, split_batch
 
-__all__ = ["check_training_optimizer", "output_size", "check_labels", "check_data"]
+__all__ = ["check_module", "check_training_optimizer", "output_size", "check_labels", "check_data"]
+
+
+def check_module(obj: object, verb: str) -> None:
+    """Stop unless ``obj`` is an nn.Module; ``verb`` names the public function that was called."""
+    if not isinstance(obj, nn.Module):
+        raise TypeError(
+            f"{verb} expects an nn.Module, got {type(obj).__name__}. "
+            f"Pass a model or one of its submodules, e.g. {verb}(model) or {verb}(model.layer1)."
+        )
 
 
 def check_training_optimizer(model: nn.Module, optimizer, where: str = "fit") -> None:

@@ -18,7 +18,8 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from labkit.heads import _check_module, _stage_index, stages
+from labkit._checks import check_module
+from labkit.heads import stages
 
 __all__ = [
     "freeze",
@@ -65,7 +66,7 @@ def freeze(module: nn.Module, *, train_bn: bool = False) -> nn.Module:
         >>> any(p.requires_grad for p in model.parameters())
         False
     """
-    _check_module(module, "freeze")
+    check_module(module, "freeze")
     for m in module.modules():
         is_bn = isinstance(m, _BN)
         for p in m.parameters(recurse=False):
@@ -88,7 +89,7 @@ def unfreeze(module: nn.Module) -> nn.Module:
         >>> all(p.requires_grad for p in model.parameters())
         True
     """
-    _check_module(module, "unfreeze")
+    check_module(module, "unfreeze")
     for m in module.modules():
         for p in m.parameters(recurse=False):
             p.requires_grad_(True)
@@ -115,7 +116,7 @@ def freeze_to(model: nn.Module, stage: str | int, *, train_bn: bool = False) -> 
         >>> [n for n, p in model.named_parameters() if p.requires_grad][:1]
         ['layer4.0.conv1.weight']
     """
-    _check_module(model, "freeze_to")
+    check_module(model, "freeze_to")
     parts = stages(model)
     names = list(parts)
     first = _stage_index(model, stage, names)
@@ -171,7 +172,7 @@ def trainable_report(model: nn.Module) -> TrainableReport:
         ...
         trainable 75,813 of 23,583,845 (0.32%)
     """
-    _check_module(model, "trainable_report")
+    check_module(model, "trainable_report")
     rows = []
     for name, part in stages(model).items():
         params = list(part.parameters())
@@ -181,7 +182,7 @@ def trainable_report(model: nn.Module) -> TrainableReport:
 
 def snapshot_frozen(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of every frozen parameter and of the buffers of every frozen BatchNorm layer."""
-    _check_module(model, "snapshot_frozen")
+    check_module(model, "snapshot_frozen")
     snap = {name: p.detach().clone() for name, p in model.named_parameters() if not p.requires_grad}
     for prefix, m in model.named_modules():
         if isinstance(m, _BN) and _bn_is_frozen(m):
@@ -229,3 +230,17 @@ def frozen_guard(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
     snapshot = snapshot_frozen(model)
     yield snapshot
     verify_frozen(model, snapshot)
+
+
+def _stage_index(model: nn.Module, stage: str | int, names: list[str] | None = None) -> int:
+    """Position of ``stage`` (a name or an index) among ``stages(model)``, checked."""
+    names = names if names is not None else list(stages(model))
+    if isinstance(stage, bool) or not isinstance(stage, (int, str)):
+        raise TypeError(f"stage must be a stage name or an int index, got {type(stage).__name__}. Valid names: {names}")
+    if isinstance(stage, int):
+        if not -len(names) <= stage < len(names):
+            raise IndexError(f"stage index {stage} is out of range for {len(names)} stages: {names}")
+        return stage % len(names)
+    if stage not in names:
+        raise KeyError(f"unknown stage {stage!r} for {type(model).__name__}; valid stages are {names}")
+    return names.index(stage)

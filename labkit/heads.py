@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-import torch
 from torch import nn
 
 __all__ = ["get_head", "replace_head", "stages", "HEAD_NAMES"]
@@ -270,26 +269,3 @@ def stages(model: nn.Module) -> "OrderedDict[str, nn.Module]":
         else:
             result[name] = _StageGroup(members)
     return result
-
-
-def _stage_index(model: nn.Module, stage: str | int, names: list[str] | None = None) -> int:
-    """Position of ``stage`` (a name or an index) among ``stages(model)``, checked."""
-    names = names if names is not None else list(stages(model))
-    if isinstance(stage, bool) or not isinstance(stage, (int, str)):
-        raise TypeError(f"stage must be a stage name or an int index, got {type(stage).__name__}. Valid names: {names}")
-    if isinstance(stage, int):
-        if not -len(names) <= stage < len(names):
-            raise IndexError(f"stage index {stage} is out of range for {len(names)} stages: {names}")
-        return stage % len(names)
-    if stage not in names:
-        raise KeyError(f"unknown stage {stage!r} for {type(model).__name__}; valid stages are {names}")
-    return names.index(stage)
-
-
-def _check_module(obj: object, verb: str) -> None:
-    if not isinstance(obj, nn.Module):
-        raise TypeError(
-            f"{verb} expects an nn.Module, got {type(obj).__name__}. "
-            f"Pass a model or one of its submodules, e.g. {verb}(model) or {verb}(model.layer1)."
-        )
-

@@ -14,7 +14,8 @@ from torch import nn
 
 from labkit._tables import render_table
 from labkit.freeze import unfreeze
-from labkit.heads import _check_module, stages
+from labkit._checks import check_module
+from labkit.heads import stages
 
 __all__ = ["param_groups", "gradual_unfreeze", "check_optimizer", "OptimizerCheck"]
 
@@ -95,7 +96,7 @@ def param_groups(
         >>> [f"{g['lr']:.2e}" for g in groups]
         ['2.43e-06', '8.10e-06', '2.70e-05', '9.00e-05', '3.00e-04', '1.00e-03']
     """
-    _check_module(model, "param_groups")
+    check_module(model, "param_groups")
     _check_rates(base_lr, decay, weight_decay)
     parts = stages(model)
     n = len(parts)
@@ -139,7 +140,7 @@ def gradual_unfreeze(
         >>> [gradual_unfreeze(model, opt, e, base_lr=1e-3, decay=0.3) for e in range(3)]
         [[], ['layer4'], ['layer3']]
     """
-    _check_module(model, "gradual_unfreeze")
+    check_module(model, "gradual_unfreeze")
     _check_rates(base_lr, decay, weight_decay)
     if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
         raise ValueError(f"epoch must be an int >= 0 (the epoch about to start, from 0), got {epoch!r}.")
@@ -210,7 +211,7 @@ def check_optimizer(optimizer: torch.optim.Optimizer, model: nn.Module) -> Optim
             f"check_optimizer expects a torch.optim.Optimizer first, got {type(optimizer).__name__}. "
             "Call it as check_optimizer(optimizer, model)."
         )
-    _check_module(model, "check_optimizer")
+    check_module(model, "check_optimizer")
     in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
     report = OptimizerCheck()
     for name, p in model.named_parameters():

@@ -19,7 +19,8 @@ from torch import nn
 
 from labkit._tables import render_table
 from labkit.filters import conv_layers, first_conv, plot_filter, plot_filters
-from labkit.heads import _check_module, stages
+from labkit._checks import check_module
+from labkit.heads import stages
 from labkit.optim import param_groups
 from labkit.strategy import Advice, advise, plot_plane
 
@@ -243,7 +244,7 @@ def param_group_explorer(model: nn.Module | None = None, *, base_lr: float = 1e-
         import torchvision
 
         model = torchvision.models.resnet18(weights=None)
-    _check_module(model, "param_group_explorer")
+    check_module(model, "param_group_explorer")
     for label, value, lo, hi in (("base_lr", base_lr, 1e-5, 1e-1), ("decay", decay, 0.05, 1.0)):
         if isinstance(value, bool) or not isinstance(value, Real) or not lo <= value <= hi:
             raise ValueError(f"param_group_explorer: {label} must be a number in [{lo:g}, {hi:g}] (the slider's "

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageFilter
 
-from labkit.build.synth import _blob, _grid, _rng, _smooth_noise
+from labkit.build._draw import blob, grid, keyed_rng, smooth_noise
 
 __all__ = [
     "SLIDE_CLASSES",
@@ -82,56 +82,56 @@ def _lobes(rng, xx, yy, cx, cy, r, n, spread, size_frac):
         ang = a0 + bend * t
         px, py = cx + r * t * math.cos(ang) * 0.55, cy + r * t * math.sin(ang) * 0.55 + bend * r * 0.15 * t * t
         lr = r * size_frac * rng.uniform(0.85, 1.15)
-        out = np.maximum(out, _blob(xx, yy, px, py, lr, lr * rng.uniform(0.75, 1.0), rng.uniform(0, math.pi),
+        out = np.maximum(out, blob(xx, yy, px, py, lr, lr * rng.uniform(0.75, 1.0), rng.uniform(0, math.pi),
                                     rng.uniform(0, 0.05, 3), rng.uniform(0, 6.3, 3), 5))
     return out
 
 
 def _densities(kind: str, rng: np.random.Generator, size: int):
     """Haematoxylin and eosin density maps (HxW each) of one field with one white cell of ``kind``."""
-    xx, yy = _grid(size)
+    xx, yy = grid(size)
     hema = np.zeros((size, size), np.float32)
-    eos = 0.06 + 0.03 * _smooth_noise(rng, size, 5, 1)[:, :, 0]  # stained plasma/background
+    eos = 0.06 + 0.03 * smooth_noise(rng, size, 5, 1)[:, :, 0]  # stained plasma/background
     # red cells: pale eosin discs with a central pallor, some cut by the border
     for _ in range(int(rng.integers(5, 10))):
         cx, cy = rng.uniform(-0.1, 1.1, size=2) * size
         r = rng.uniform(7.0, 9.0)
-        disc = _blob(xx, yy, cx, cy, r, r * rng.uniform(0.85, 1.0), rng.uniform(0, 3.1), rng.uniform(0, 0.04, 3),
+        disc = blob(xx, yy, cx, cy, r, r * rng.uniform(0.85, 1.0), rng.uniform(0, 3.1), rng.uniform(0, 0.04, 3),
                      rng.uniform(0, 6.3, 3), 4)
-        pallor = _blob(xx, yy, cx, cy, 0.45 * r, 0.45 * r, 0.0, [0, 0, 0], [0, 0, 0], 3)
+        pallor = blob(xx, yy, cx, cy, 0.45 * r, 0.45 * r, 0.0, [0, 0, 0], [0, 0, 0], 3)
         eos = eos + disc * (0.55 - 0.3 * pallor) * rng.uniform(0.8, 1.1)
     cx, cy = size / 2 + rng.uniform(-0.08, 0.08, size=2) * size
     a = rng.uniform(0, math.pi)
     wob, ph = rng.uniform(0, 0.06, 3), rng.uniform(0, 6.3, 3)
-    tex = _smooth_noise(rng, size, 16, 1)[:, :, 0]
+    tex = smooth_noise(rng, size, 16, 1)[:, :, 0]
     if kind == "neutrophil":  # pale lilac cytoplasm, 3-5 dark lobes
         r = rng.uniform(12.5, 15.0)
-        cyto = _blob(xx, yy, cx, cy, r, r * rng.uniform(0.88, 1.0), a, wob, ph, 5)
+        cyto = blob(xx, yy, cx, cy, r, r * rng.uniform(0.88, 1.0), a, wob, ph, 5)
         cyto_e, cyto_h = rng.uniform(0.25, 0.4), rng.uniform(0.05, 0.12)
         nuc = _lobes(rng, xx, yy, cx, cy, r, int(rng.integers(3, 6)), rng.uniform(0.75, 0.95), 0.3)
         gran = np.zeros_like(xx)
     elif kind == "lymphocyte":  # small, a large round dark nucleus with a thin blue rim
         r = rng.uniform(9.0, 11.5)
-        cyto = _blob(xx, yy, cx, cy, r, r * rng.uniform(0.88, 1.0), a, wob, ph, 5)
+        cyto = blob(xx, yy, cx, cy, r, r * rng.uniform(0.88, 1.0), a, wob, ph, 5)
         cyto_e, cyto_h = rng.uniform(0.05, 0.12), rng.uniform(0.25, 0.4)
         off = rng.uniform(0, 0.15) * r
-        nuc = _blob(xx, yy, cx + off * math.cos(a), cy + off * math.sin(a), 0.78 * r, 0.74 * r, a, wob, ph, 5)
+        nuc = blob(xx, yy, cx + off * math.cos(a), cy + off * math.sin(a), 0.78 * r, 0.74 * r, a, wob, ph, 5)
         gran = np.zeros_like(xx)
     elif kind == "monocyte":  # large, grey-blue cytoplasm, a kidney-shaped (indented) nucleus
         r = rng.uniform(14.5, 17.0)
-        cyto = _blob(xx, yy, cx, cy, r, r * rng.uniform(0.85, 1.0), a, wob, ph, 5)
+        cyto = blob(xx, yy, cx, cy, r, r * rng.uniform(0.85, 1.0), a, wob, ph, 5)
         cyto_e, cyto_h = rng.uniform(0.1, 0.2), rng.uniform(0.15, 0.25)
-        nuc = _blob(xx, yy, cx, cy, 0.62 * r, 0.48 * r, a, wob, ph, 5)
-        bite = _blob(xx, yy, cx + 0.5 * r * math.cos(a + math.pi / 2), cy + 0.5 * r * math.sin(a + math.pi / 2),
+        nuc = blob(xx, yy, cx, cy, 0.62 * r, 0.48 * r, a, wob, ph, 5)
+        bite = blob(xx, yy, cx + 0.5 * r * math.cos(a + math.pi / 2), cy + 0.5 * r * math.sin(a + math.pi / 2),
                      0.32 * r, 0.28 * r, a, [0, 0, 0], [0, 0, 0], 5)
         nuc = nuc * (1 - bite)
         gran = np.zeros_like(xx)
     elif kind == "eosinophil":  # orange-red granular cytoplasm, two lobes
         r = rng.uniform(12.5, 15.0)
-        cyto = _blob(xx, yy, cx, cy, r, r * rng.uniform(0.88, 1.0), a, wob, ph, 5)
+        cyto = blob(xx, yy, cx, cy, r, r * rng.uniform(0.88, 1.0), a, wob, ph, 5)
         cyto_e, cyto_h = rng.uniform(0.35, 0.5), rng.uniform(0.03, 0.08)
         nuc = _lobes(rng, xx, yy, cx, cy, r, 2, rng.uniform(0.9, 1.2), 0.33)
-        spots = _smooth_noise(rng, size, 24, 1)[:, :, 0]
+        spots = smooth_noise(rng, size, 24, 1)[:, :, 0]
         gran = np.clip(spots - 0.4, 0, None) * cyto
     else:  # pragma: no cover - internal
         raise ValueError(kind)
@@ -161,7 +161,7 @@ def render_slide(kind: str, seed: int, *, scanner: str = "A", size: int = _SIZE)
         raise ValueError(f"render_slide expected one of {SLIDE_CLASSES}, got {kind!r}.")
     if scanner not in SCANNERS:
         raise ValueError(f"render_slide expected scanner 'A' or 'B', got {scanner!r}.")
-    rng = _rng(7005, SLIDE_CLASSES.index(kind), seed)
+    rng = keyed_rng(7005, SLIDE_CLASSES.index(kind), seed)
     hema, eos = _densities(kind, rng, size)
     sc = SCANNERS[scanner]
     stain = rng.uniform(0.85, 1.15, size=2)  # slide-to-slide staining strength
@@ -172,7 +172,7 @@ def render_slide(kind: str, seed: int, *, scanner: str = "A", size: int = _SIZE)
         img = img * 0.8 + 0.2 * np.array(sc.lamp, np.float32) * img.mean()
     pil = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)).filter(ImageFilter.GaussianBlur(sc.blur))
     img = np.asarray(pil, np.float32) / 255.0
-    noise = _rng(7006, SLIDE_CLASSES.index(kind), seed, ord(scanner))
+    noise = keyed_rng(7006, SLIDE_CLASSES.index(kind), seed, ord(scanner))
     img = img + noise.standard_normal(img.shape).astype(np.float32) * sc.noise
     return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
 

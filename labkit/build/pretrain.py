@@ -74,6 +74,7 @@ _COMMON = {
     "threads": 1,
     "deterministic": 1,
     "fractal_weight": 1.0,
+    "fractal_backdrop": "dead_leaves",
 }
 
 #: Named recipes. ``synth_v1``: glyph/orientation/hue scenes only (the weights of issue 3);
@@ -186,7 +187,8 @@ def render_training_images(r: dict, *, val: bool = False, log=print):
     if r["data"] in ("fractals", "mix"):
         classes = fractals.make_ifs_classes(int(r["fractal_classes"]), seed=r["seed"])
         n = max(1, round(r["fractal_images"] * scale))
-        x, y = fractals.render_fractal_images(n, classes, seed=seed, size=r["image_size"])
+        x, y = fractals.render_fractal_images(n, classes, seed=seed, size=r["image_size"],
+                                              backdrop=r["fractal_backdrop"])
         xs.append(x)
         ys.append({t: (y if t == "fractal" else torch.full((n,), IGNORE)) for t in tasks})
     return torch.cat(xs), {t: torch.cat([y[t] for y in ys]) for t in tasks}

@@ -24,6 +24,8 @@ from typing import Callable, NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from labkit.build._draw import blob, grid, keyed_rng, smooth_noise
+
 __all__ = [
     "SHAPES",
     "PARTS",
@@ -63,22 +65,8 @@ _SS = 3  # supersampling factor for anti-aliased shape masks
 
 
 # --------------------------------------------------------------------------- basics
-def _rng(*key: int) -> np.random.Generator:
-    return np.random.default_rng(np.random.SeedSequence(list(key)))
-
-
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
     return np.array(colorsys.hsv_to_rgb(h % 1.0, s, v), dtype=np.float32)
-
-
-def _smooth_noise(rng: np.random.Generator, size: int, cells: int, channels: int) -> np.ndarray:
-    """Noise that varies over ``cells`` blobs across the image (bicubic upsampling), about N(0,1)."""
-    out = np.empty((size, size, channels), dtype=np.float32)
-    coarse = rng.standard_normal((cells, cells, channels)).astype(np.float32)
-    for c in range(channels):
-        im = Image.fromarray(coarse[:, :, c], mode="F").resize((size, size), Image.BICUBIC)
-        out[:, :, c] = np.asarray(im, dtype=np.float32)
-    return out
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -93,8 +81,8 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
         img = img * (1 - w[:, :, None]) + ground * w[:, :, None]
     amp = rng.uniform(0.03, 0.12)
     for cells, a in ((3, 1.0), (6, 0.5), (12, 0.25), (24, 0.12)):
-        n = _smooth_noise(rng, size, cells, 1)
-        tint = _smooth_noise(rng, size, cells, 3) * 0.3
+        n = smooth_noise(rng, size, cells, 1)
+        tint = smooth_noise(rng, size, cells, 3) * 0.3
         img += amp * a * (n + tint)
     return img
 
@@ -179,15 +167,10 @@ def _shape_mask(kind: str, size: int, cx: float, cy: float, r: float, angle: flo
     return cv.mask()
 
 
-def _grid(size: int):
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    return xx, yy
-
-
 def _texture(rng: np.random.Generator, size: int, colour: np.ndarray, kind: str,
              orientation_deg: float = 0.0, period: tuple[float, float] = (4.0, 10.0)) -> np.ndarray:
     """A colour layer: flat, oriented stripes, checks, spots or mottled, with soft lighting."""
-    xx, yy = _grid(size)
+    xx, yy = grid(size)
     light = 1.0 + rng.uniform(-0.25, 0.25) * ((xx - size / 2) / size) + rng.uniform(-0.25, 0.25) * ((yy - size / 2) / size)
     layer = colour[None, None, :] * light[:, :, None]
     if kind == "stripes":
@@ -209,10 +192,10 @@ def _texture(rng: np.random.Generator, size: int, colour: np.ndarray, kind: str,
         chk = (np.floor(u / p) + np.floor(v / p)) % 2
         layer = layer * (1 - 0.35 * chk[:, :, None])
     elif kind == "spots":
-        n = _smooth_noise(rng, size, 10, 1)[:, :, 0]
+        n = smooth_noise(rng, size, 10, 1)[:, :, 0]
         layer = layer * (1 - 0.4 * (n > 0.6)[:, :, None])
     elif kind == "mottled":
-        layer = layer * (1 + 0.25 * _smooth_noise(rng, size, 8, 1))
+        layer = layer * (1 + 0.25 * smooth_noise(rng, size, 8, 1))
     return layer
 
 
@@ -261,7 +244,7 @@ def glyph_parts(glyph: int) -> list[tuple[str, float, float, float, float, int]]
     """
     if not 0 <= glyph < N_GLYPHS:
         raise ValueError(f"glyph_parts expected 0 <= glyph < {N_GLYPHS}, got {glyph!r}.")
-    rng = _rng(7004, glyph)
+    rng = keyed_rng(7004, glyph)
     parts = [(PARTS[rng.integers(len(PARTS))], 0.0, 0.0, 1.0, float(rng.uniform(0, 2 * math.pi)), 0)]
     for _ in range(1 + int(rng.integers(2))):
         a, d = rng.uniform(0, 2 * math.pi), rng.uniform(0.75, 1.35)
@@ -288,7 +271,7 @@ def render_scene(seed: int, *, size: int = 72, index: int = 0) -> Scene:
         >>> s.image.shape, 0 <= s.glyph < N_GLYPHS
         ((72, 72, 3), True)
     """
-    rng = _rng(7001, seed, index)
+    rng = keyed_rng(7001, seed, index)
     glyph, orient, hue = int(rng.integers(N_GLYPHS)), int(rng.integers(len(ORIENTATIONS))), int(rng.integers(len(HUES)))
     img = _background(rng, size)
     for _ in range(rng.integers(0, 3)):
@@ -370,7 +353,7 @@ def _draw_object(kind: str, rng: np.random.Generator, size: int, cx: float, cy: 
         if rng.random() < 0.6:  # a seam band
             band = _random_colour(rng)
             put(lambda c: (c.ellipse(cx, cy, s, s * 0.35, angle=tilt), c.ellipse(cx, cy, s * 1.1, s * 0.18, fill=0, angle=tilt)), band)
-        xx, yy = _grid(size)
+        xx, yy = grid(size)
         hl = np.exp(-((xx - cx + 0.35 * s) ** 2 + (yy - cy + 0.35 * s) ** 2) / (2 * (0.3 * s) ** 2))[:, :, None]
         ball = _shape_mask("circle", size, cx, cy, s * 0.97, 0)
         img = img + 0.35 * hl * ball
@@ -461,7 +444,7 @@ def render_object(kind: str, seed: int, *, size: int = 72) -> np.ndarray:
     """
     if kind not in OBJECT_CLASSES:
         raise ValueError(f"render_object expected one of {OBJECT_CLASSES}, got {kind!r}.")
-    rng = _rng(7002, OBJECT_CLASSES.index(kind), seed)
+    rng = keyed_rng(7002, OBJECT_CLASSES.index(kind), seed)
     img = _background(rng, size)
     for _ in range(rng.integers(1, 5)):
         img = _distractor(rng, img, size, 1.0)
@@ -476,15 +459,6 @@ def render_object(kind: str, seed: int, *, size: int = 72) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- microscopy-like cells
-def _blob(xx, yy, cx, cy, rx, ry, angle, wobble, phase, sharp):
-    c, s = math.cos(angle), math.sin(angle)
-    u, v = (xx - cx) * c + (yy - cy) * s, -(xx - cx) * s + (yy - cy) * c
-    rho = np.sqrt((u / rx) ** 2 + (v / ry) ** 2)
-    theta = np.arctan2(v, u)
-    edge = 1.0 + sum(w * np.cos((k + 2) * theta + p) for k, (w, p) in enumerate(zip(wobble, phase)))
-    return 1.0 / (1.0 + np.exp((rho - edge) * sharp))
-
-
 def render_cells(kind: str, seed: int, *, size: int = 72) -> np.ndarray:
     """Render a greyscale fluorescence-like field of cells of one kind (uint8 HxW).
 
@@ -494,9 +468,9 @@ def render_cells(kind: str, seed: int, *, size: int = 72) -> np.ndarray:
     """
     if kind not in CELL_CLASSES:
         raise ValueError(f"render_cells expected one of {CELL_CLASSES}, got {kind!r}.")
-    rng = _rng(7003, CELL_CLASSES.index(kind), seed)
-    xx, yy = _grid(size)
-    img = rng.uniform(0.03, 0.1) + 0.03 * _smooth_noise(rng, size, 4, 1)[:, :, 0]
+    rng = keyed_rng(7003, CELL_CLASSES.index(kind), seed)
+    xx, yy = grid(size)
+    img = rng.uniform(0.03, 0.1) + 0.03 * smooth_noise(rng, size, 4, 1)[:, :, 0]
     n = int(rng.integers(1, 4))
     centres = []
     for _ in range(n):
@@ -505,7 +479,7 @@ def render_cells(kind: str, seed: int, *, size: int = 72) -> np.ndarray:
             if all(np.hypot(*(c - d)) > 0.36 * size for d in centres):
                 break
         centres.append(c)
-    texture = _smooth_noise(rng, size, 14, 1)[:, :, 0]
+    texture = smooth_noise(rng, size, 14, 1)[:, :, 0]
     for cx, cy in centres:
         a = rng.uniform(0, math.pi)
         r = rng.uniform(9.0, 12.5)
@@ -513,26 +487,26 @@ def render_cells(kind: str, seed: int, *, size: int = 72) -> np.ndarray:
         ph = rng.uniform(0, 2 * math.pi, size=3)
         cyto_i, nuc_i = rng.uniform(0.22, 0.38), rng.uniform(0.6, 0.95)
         if kind == "round":
-            cyto = _blob(xx, yy, cx, cy, r, r * rng.uniform(0.85, 1.0), a, wob, ph, 6)
-            nuc = _blob(xx, yy, cx, cy, 0.5 * r, 0.5 * r * rng.uniform(0.8, 1.0), a, wob, ph, 5)
+            cyto = blob(xx, yy, cx, cy, r, r * rng.uniform(0.85, 1.0), a, wob, ph, 6)
+            nuc = blob(xx, yy, cx, cy, 0.5 * r, 0.5 * r * rng.uniform(0.8, 1.0), a, wob, ph, 5)
         elif kind == "elongated":
-            cyto = _blob(xx, yy, cx, cy, 1.7 * r, 0.5 * r, a, wob, ph, 5)
-            nuc = _blob(xx, yy, cx, cy, 0.65 * r, 0.3 * r, a, wob, ph, 5)
+            cyto = blob(xx, yy, cx, cy, 1.7 * r, 0.5 * r, a, wob, ph, 5)
+            nuc = blob(xx, yy, cx, cy, 0.65 * r, 0.3 * r, a, wob, ph, 5)
         elif kind == "dividing":
             d = 0.75 * r
             ox, oy = d * math.cos(a), d * math.sin(a)
-            cyto = np.maximum(_blob(xx, yy, cx - ox, cy - oy, 0.8 * r, 0.75 * r, a, wob, ph, 6),
-                              _blob(xx, yy, cx + ox, cy + oy, 0.8 * r, 0.75 * r, a, wob, ph, 6))
-            nuc = np.maximum(_blob(xx, yy, cx - ox, cy - oy, 0.35 * r, 0.35 * r, a, wob, ph, 5),
-                             _blob(xx, yy, cx + ox, cy + oy, 0.35 * r, 0.35 * r, a, wob, ph, 5))
+            cyto = np.maximum(blob(xx, yy, cx - ox, cy - oy, 0.8 * r, 0.75 * r, a, wob, ph, 6),
+                              blob(xx, yy, cx + ox, cy + oy, 0.8 * r, 0.75 * r, a, wob, ph, 6))
+            nuc = np.maximum(blob(xx, yy, cx - ox, cy - oy, 0.35 * r, 0.35 * r, a, wob, ph, 5),
+                             blob(xx, yy, cx + ox, cy + oy, 0.35 * r, 0.35 * r, a, wob, ph, 5))
         else:  # fragmented: ragged outline, nucleus broken into bright bits
             wob = rng.uniform(0.08, 0.2, size=3)
-            cyto = _blob(xx, yy, cx, cy, r, r * rng.uniform(0.8, 1.0), a, wob, ph, 4) * 0.7
+            cyto = blob(xx, yy, cx, cy, r, r * rng.uniform(0.8, 1.0), a, wob, ph, 4) * 0.7
             nuc = np.zeros_like(img)
             for _ in range(int(rng.integers(4, 8))):
                 fx, fy = cx + rng.uniform(-0.6, 0.6) * r, cy + rng.uniform(-0.6, 0.6) * r
                 fr = rng.uniform(0.1, 0.2) * r
-                nuc = np.maximum(nuc, _blob(xx, yy, fx, fy, fr, fr, 0, [0, 0, 0], [0, 0, 0], 4))
+                nuc = np.maximum(nuc, blob(xx, yy, fx, fy, fr, fr, 0, [0, 0, 0], [0, 0, 0], 4))
         img = img + cyto * cyto_i * (1 + 0.3 * texture) + nuc * (nuc_i - cyto_i) * (1 + 0.2 * texture)
     pil = Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8), mode="L").filter(ImageFilter.GaussianBlur(0.7))
     img = np.asarray(pil, dtype=np.float32) / 255.0

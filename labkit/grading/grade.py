@@ -56,7 +56,7 @@ from typing import Iterable, Sequence
 
 from labkit.grading import sandbox as sandbox_mod
 from labkit.grading.checks import LESSONS, exercises_for
-from labkit.grading.release import _write_atomic
+from labkit.grading._files import write_atomic
 from labkit.grading.runner import CHECKS_PATH, describe_exit, worker_command
 from labkit.grading.sandbox import Isolation, Limits, detect_isolation
 
@@ -673,7 +673,7 @@ def write_csv(path: str | Path, submissions: Sequence[SubmissionGrade]) -> None:
         total_note = sub.problem or "; ".join(sub.notes)
         total_note = total_note if len(total_note) <= 500 else total_note[:499] + "…"
         writer.writerow([sub.student, TOTAL, f"{sub.total:g}", f"{sub.max_total:g}", total_note, "error" if sub.problem else "graded"])
-    _write_atomic(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
 
 
 def summarize(submissions: Sequence[SubmissionGrade], *, lesson: str) -> str:
@@ -916,8 +916,8 @@ def _write_journal(folder: Path, result: SubmissionGrade, settings: dict, key: b
     name = _safe_name(result.student)
     record = {"labkit_grade": _JOURNAL_VERSION, "settings": settings, "grade": result.to_dict()}
     record["signature"] = _sign(record, key)
-    _write_atomic(folder / f"{name}.json", json.dumps(record, indent=1, ensure_ascii=False) + "\n")
-    _write_atomic(folder / f"{name}.md", result.feedback_markdown())
+    write_atomic(folder / f"{name}.json", json.dumps(record, indent=1, ensure_ascii=False) + "\n")
+    write_atomic(folder / f"{name}.md", result.feedback_markdown())
 
 
 def _verified(path: Path, key: bytes) -> dict | None:

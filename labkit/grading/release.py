@@ -16,14 +16,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
+from labkit.grading._files import write_atomic
 from labkit.grading.markers import MarkerError, has_hidden_tests, has_solution, strip_hidden_tests, strip_solutions
 
 __all__ = ["ReleaseReport", "release", "release_notebook", "render_student", "read_notebook", "find_notebooks"]
@@ -125,21 +124,6 @@ def render_student(solution: str | Path) -> str:
     return _dumps(release_notebook(read_notebook(path), name=str(path)))
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace``: never a partial file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def release(solutions: str | Path, notebooks: str | Path, *, check: bool = False) -> ReleaseReport:
     """Write the student version of every ``solutions/*.ipynb`` to ``notebooks/``.
 
@@ -170,7 +154,7 @@ def release(solutions: str | Path, notebooks: str | Path, *, check: bool = False
         elif check:
             report.stale.append(target)
         else:
-            _write_atomic(target, text)
+            write_atomic(target, text)
             report.written.append(target)
     if notebooks.is_dir():
         report.orphans = [p for p in find_notebooks(notebooks) if p not in rendered]
