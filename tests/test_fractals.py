@@ -44,8 +44,16 @@ def test_mixed_recipe_labels_each_image_for_its_own_tasks_only():
 
 
 def test_tasks_for_rejects_unknown_data():
-    with pytest.raises(ValueError, match="recipe data must be 'scenes', 'fractals' or 'mix'"):
+    with pytest.raises(ValueError, match="recipe data must be 'scenes', 'fractals', 'contours' or several joined by"):
         tasks_for(dict(RECIPE, data="noise"))
+    with pytest.raises(ValueError, match="got 'scenes\\+scenes'"):
+        tasks_for(dict(RECIPE, data="scenes+scenes"))
+
+
+def test_tasks_for_joins_the_image_kinds_in_order():
+    tasks = tasks_for(dict(RECIPE, data="scenes+contours", contour_classes=5))
+    assert list(tasks) == ["glyph", "orientation", "hue", "contour"] and len(tasks["contour"]) == 5
+    assert list(tasks_for(dict(RECIPE, data="mix", fractal_classes=3))) == ["glyph", "orientation", "hue", "fractal"]
 
 
 def test_tiny_fractal_pretraining_is_deterministic():

@@ -27,6 +27,8 @@ __all__ = [
     "make_ifs_classes",
     "render_fractal_points",
     "render_dead_leaves",
+    "random_colours",
+    "random_colour",
     "render_fractal_image",
     "render_fractal_images",
 ]
@@ -123,12 +125,14 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     return table[i, np.arange(len(h))]
 
 
-def _colours(rng: np.random.Generator, n: int) -> np.ndarray:
+def random_colours(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` random RGB colours in [0, 1] (uniform hue and saturation, value at least 0.15), n x 3."""
     return _hsv_to_rgb(rng.random(n), rng.uniform(0.0, 1.0, n), rng.uniform(0.15, 1.0, n))
 
 
-def _colour(rng: np.random.Generator) -> np.ndarray:
-    return _colours(rng, 1)[0]
+def random_colour(rng: np.random.Generator) -> np.ndarray:
+    """One random RGB colour, as :func:`random_colours`."""
+    return random_colours(rng, 1)[0]
 
 
 def render_dead_leaves(rng: np.random.Generator, size: int, *, rmin: float = 3.0, rmax: float | None = None,
@@ -152,7 +156,7 @@ def render_dead_leaves(rng: np.random.Generator, size: int, *, rmin: float = 3.0
     rect = rng.random(shapes) < 0.3
     t = rng.uniform(0, math.pi, shapes)
     aspect = rng.uniform(0.3, 1.0, shapes)
-    colours = (_colours(rng, shapes + 1) * 255 + 0.5).astype(np.uint8)
+    colours = (random_colours(rng, shapes + 1) * 255 + 0.5).astype(np.uint8)
     im = Image.new("RGB", (size * k, size * k), tuple(int(c) for c in colours[-1]))
     draw = ImageDraw.Draw(im)
     for j in range(shapes):
@@ -210,11 +214,11 @@ def render_fractal_image(ifs: np.ndarray, seed: int, *, index: int = 0, size: in
         img = contrast * img + (1 - contrast) * img.mean(axis=(0, 1))
     elif backdrop == "flat":
         img = np.empty((size, size, 3))
-        img[:] = _colour(rng)
+        img[:] = random_colour(rng)
     else:
         raise ValueError(f"backdrop must be 'dead_leaves' or 'flat', got {backdrop!r}.")
     alpha = _splat(xy, size)[..., None]
-    c1, c2 = _colour(rng), _colour(rng)
+    c1, c2 = random_colour(rng), random_colour(rng)
     if rng.random() < 0.5:  # a colour gradient across the fractal
         t = rng.uniform(0, 2 * math.pi)
         yy, xx = np.mgrid[0:size, 0:size] / (size - 1) - 0.5

@@ -50,14 +50,26 @@ SCENE_TASKS = {
 IGNORE = -100
 
 
+def _parts(recipe: dict) -> list[str]:
+    """The image kinds of a recipe's ``data``: ``"scenes"``, ``"fractals"``, ``"contours"`` joined by ``+``."""
+    data = {"mix": "scenes+fractals"}.get(recipe["data"], recipe["data"])
+    parts = str(data).split("+")
+    if not parts or any(p not in ("scenes", "fractals", "contours") for p in parts) or len(set(parts)) != len(parts):
+        raise ValueError(f"recipe data must be 'scenes', 'fractals', 'contours' or several joined by '+' "
+                         f"(e.g. 'scenes+contours'), got {recipe['data']!r}.")
+    return parts
+
+
 def tasks_for(recipe: dict) -> dict[str, list[str]]:
     """The labelled tasks of a recipe and their class names, in the order of the fc outputs."""
-    out = dict(SCENE_TASKS) if recipe["data"] in ("scenes", "mix") else {}
-    if recipe["data"] in ("fractals", "mix"):
+    parts = _parts(recipe)
+    out = dict(SCENE_TASKS) if "scenes" in parts else {}
+    if "fractals" in parts:
         out["fractal"] = [f"ifs{k:03d}" for k in range(int(recipe["fractal_classes"]))]
-    if not out:
-        raise ValueError(f"recipe data must be 'scenes', 'fractals' or 'mix', got {recipe['data']!r}.")
+    if "contours" in parts:
+        out["contour"] = [f"contour{k:03d}" for k in range(int(recipe["contour_classes"]))]
     return out
+
 
 _COMMON = {
     "seed": 0,
@@ -75,6 +87,10 @@ _COMMON = {
     "deterministic": 1,
     "fractal_weight": 1.0,
     "fractal_backdrop": "dead_leaves",
+    "contour_classes": 200,
+    "contour_images": 0,
+    "contour_weight": 1.0,
+    "gray_prob": 0.0,
 }
 
 #: Named recipes. ``synth_v1``: glyph/orientation/hue scenes only (the weights of issue 3);
@@ -103,8 +119,11 @@ def _slices(tasks: dict) -> dict[str, slice]:
 _FLIP_ORIENT = torch.tensor([(len(synth.ORIENTATIONS) - k) % len(synth.ORIENTATIONS) for k in range(len(synth.ORIENTATIONS))])
 
 
-def _augment(x: torch.Tensor, y: dict, crop: int, g: torch.Generator):
-    """Random crop (translation) and horizontal flip; a flip mirrors the stripe orientation label."""
+def _augment(x: torch.Tensor, y: dict, crop: int, g: torch.Generator, gray_prob: float = 0.0):
+    """Random crop (translation), horizontal flip and (with ``gray_prob``) greyscale.
+
+    A flip mirrors the stripe orientation label; a greyscale image has no hue label.
+    """
     n, _, h, w = x.shape
     ox = torch.randint(0, w - crop + 1, (n,), generator=g)
     oy = torch.randint(0, h - crop + 1, (n,), generator=g)
@@ -118,6 +137,12 @@ def _augment(x: torch.Tensor, y: dict, crop: int, g: torch.Generator):
         o = y["orientation"]
         mirrored = _FLIP_ORIENT[o.clamp_min(0)]
         y["orientation"] = torch.where(flip & (o >= 0), mirrored, o)
+    if gray_prob > 0:  # no draw at all otherwise, so older recipes keep their random stream
+        gray = torch.rand(n, generator=g) < gray_prob
+        if gray.any():
+            out[gray] = out[gray].float().mean(1, keepdim=True).round().to(out.dtype).expand(-1, out.shape[1], -1, -1)
+        if "hue" in y:
+            y["hue"] = torch.where(gray, torch.full_like(y["hue"], IGNORE), y["hue"])
     return out, y
 
 
@@ -174,23 +199,30 @@ def evaluate_tasks(model: torch.nn.Module, x: torch.Tensor, y: dict, *, mean, st
 
 def render_training_images(r: dict, *, val: bool = False, log=print):
     """The uint8 images and per-task labels of a recipe (train or val split); unlabelled tasks get IGNORE."""
-    from labkit.build import fractals
+    from labkit.build import contours, fractals
 
     tasks = tasks_for(r)
     scale = r["val_scenes"] / r["train_scenes"] if val else 1.0
     seed = r["seed"] + (1 if val else 0)
     xs, ys = [], []
-    if r["data"] in ("scenes", "mix"):
+    parts = _parts(r)
+    if "scenes" in parts:
         x, y = synth.render_scenes(r["val_scenes"] if val else r["train_scenes"], seed=seed, size=r["image_size"])
         xs.append(x)
-        ys.append(dict(y, **({"fractal": torch.full((len(x),), IGNORE)} if "fractal" in tasks else {})))
-    if r["data"] in ("fractals", "mix"):
+        ys.append({t: (y[t] if t in y else torch.full((len(x),), IGNORE)) for t in tasks})
+    if "fractals" in parts:
         classes = fractals.make_ifs_classes(int(r["fractal_classes"]), seed=r["seed"])
         n = max(1, round(r["fractal_images"] * scale))
         x, y = fractals.render_fractal_images(n, classes, seed=seed, size=r["image_size"],
                                               backdrop=r["fractal_backdrop"])
         xs.append(x)
         ys.append({t: (y if t == "fractal" else torch.full((n,), IGNORE)) for t in tasks})
+    if "contours" in parts:
+        classes = contours.make_contour_classes(int(r["contour_classes"]), seed=r["seed"])
+        n = max(1, round(r["contour_images"] * scale))
+        x, y = contours.render_contour_images(n, classes, seed=seed, size=r["image_size"])
+        xs.append(x)
+        ys.append({t: (y if t == "contour" else torch.full((n,), IGNORE)) for t in tasks})
     return torch.cat(xs), {t: torch.cat([y[t] for y in ys]) for t in tasks}
 
 
@@ -246,9 +278,11 @@ def _pretrain(r: dict, log):
         opt = torch.optim.AdamW(groups, lr=r["lr"], betas=(r["momentum"], 0.999))
     else:
         raise ValueError(f"recipe optimizer must be 'sgd' or 'adamw', got {r['optimizer']!r}.")
-    weights = [float(v) for v in str(r["loss_weights"]).split(",")][:3 if r["data"] != "fractals" else 0]
+    weights = [float(v) for v in str(r["loss_weights"]).split(",")][:3 if "glyph" in tasks else 0]
     if "fractal" in tasks:
         weights.append(float(r["fractal_weight"]))
+    if "contour" in tasks:
+        weights.append(float(r["contour_weight"]))
     steps_per_epoch = len(xtr) // r["batch_size"]
     total = steps_per_epoch * r["epochs"]
     warm = max(1, int(r["warmup_epochs"] * steps_per_epoch))
@@ -266,7 +300,7 @@ def _pretrain(r: dict, log):
         running, seen = 0.0, 0
         for b in range(steps_per_epoch):
             idx = order[b * r["batch_size"]:(b + 1) * r["batch_size"]]
-            xb, yb = _augment(xtr[idx], {k: v[idx] for k, v in ytr.items()}, r["crop_size"], g)
+            xb, yb = _augment(xtr[idx], {k: v[idx] for k, v in ytr.items()}, r["crop_size"], g, float(r["gray_prob"]))
             for group in opt.param_groups:
                 group["lr"] = lr_at(step)
             loss = _loss(model(_normalize(xb, mean, std)), yb, r["label_smoothing"], weights, tasks)
