@@ -75,7 +75,10 @@ def _make_client(nb, *, job: dict, kernel_dir: str):
     spec_dir = Path(kernel_dir) / "labkit-grader"
     spec_dir.mkdir(parents=True)
     spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        # Figures are never graded: the inline backend builds them but renders no PNG, and no
+        # history database is written.
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                 "--InlineBackend.figure_formats=set()", "--HistoryManager.enabled=False"],
         "display_name": "labkit grader",
         "language": "python",
     }
