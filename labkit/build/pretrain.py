@@ -94,12 +94,18 @@ _COMMON = {
 }
 
 #: Named recipes. ``synth_v1``: glyph/orientation/hue scenes only (the weights of issue 3);
-#: ``mix_v2``: half scenes, half FractalDB-style fractals on dead leaves, no label smoothing (issue 11).
+#: ``mix_v2``: half scenes, half FractalDB-style fractals on dead leaves, no label smoothing (issue 11);
+#: ``contours_v3``: scenes plus formula-driven contour classes, greyscale augmentation (issue 11).
+#: Measured figures of each: benchmarks/results/pretraining_recipes.md.
 RECIPES = {
     "synth_v1": dict(_COMMON, train_scenes=14000, val_scenes=2000, epochs=10, label_smoothing=0.1,
                      warmup_epochs=0.3, data="scenes", fractal_classes=200, fractal_images=0),
     "mix_v2": dict(_COMMON, train_scenes=3000, val_scenes=250, epochs=8, label_smoothing=0.0,
                    warmup_epochs=0.5, data="mix", fractal_classes=200, fractal_images=3000),
+    "contours_v3": dict(_COMMON, train_scenes=10000, val_scenes=800, epochs=7, label_smoothing=0.0,
+                        warmup_epochs=0.5, data="scenes+contours", loss_weights="1,0.5,0.25",
+                        contour_classes=300, contour_images=10000, gray_prob=0.25,
+                        fractal_classes=200, fractal_images=0),
 }
 #: The recipe of the committed weights (what ``python -m labkit pretrain`` runs).
 DEFAULT_RECIPE = "synth_v1"
