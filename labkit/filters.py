@@ -47,6 +47,7 @@ Source = Union[nn.Module, torch.Tensor, np.ndarray, Mapping]
 
 _NORMALIZE = ("per_filter", "global")
 _CELL = 0.8  # inches per filter tile
+_GAP = 0.1  # gap between grid cells, as a fraction of a cell
 
 
 # --------------------------------------------------------------------------- finding weights
@@ -169,12 +170,16 @@ def _gray() -> matplotlib.colors.Colormap:
     return matplotlib.colormaps["gray"].with_extremes(bad="#b9d3ee")
 
 
-def _show(ax, tile: torch.Tensor) -> None:
-    """Draw one scaled filter (C x h x w in [0, 1]): RGB when C == 3, else grayscale channels."""
+def _show(ax, tile: torch.Tensor, *, extent=None) -> None:
+    """Draw one scaled filter (C x h x w in [0, 1]): RGB when C == 3, else grayscale channels.
+
+    ``extent`` places it inside a shared Axes (a grid cell); without it the filter fills ``ax``.
+    """
+    where = {} if extent is None else {"extent": extent}
     if tile.shape[0] == 3:
-        ax.imshow(tile.permute(1, 2, 0).numpy(), interpolation="nearest")
+        ax.imshow(tile.permute(1, 2, 0).numpy(), interpolation="nearest", **where)
     else:
-        ax.imshow(_mosaic(tile), cmap=_gray(), vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.imshow(_mosaic(tile), cmap=_gray(), vmin=0.0, vmax=1.0, interpolation="nearest", **where)
     ax.set_axis_off()
 
 
@@ -187,22 +192,29 @@ def _legend(weight: torch.Tensor, normalize: str) -> str:
 
 def _draw_grid(fig, weight: torch.Tensor, *, ncols: int, normalize: str, max_filters: int | None,
                title: str) -> None:
-    """Fill a Figure or SubFigure with a grid of filters."""
+    """Fill a Figure or SubFigure with a grid of filters: one image per filter, all on one Axes.
+
+    One Axes with an image per cell (placed by its extent) draws the same picture as a grid of
+    64 Axes at a small fraction of the cost: building an Axes is what made filter plots slow.
+    """
     n_all = weight.shape[0]
     n = n_all if max_filters is None else min(n_all, max_filters)
     scaled = _scale(weight, normalize)[:n]
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        if i < n:
-            _show(ax, scaled[i])
-        else:
-            ax.set_visible(False)
+    top = 1 - 0.75 / (nrows * _CELL + 0.9)
+    ax = fig.add_axes((0.02, 0.02, 0.96, top - 0.02))
+    step = 1 + _GAP
+    for i in range(n):
+        row, col = divmod(i, ncols)
+        x0, y0 = col * step, row * step
+        _show(ax, scaled[i], extent=(x0, x0 + 1, y0 + 1, y0))
+    ax.set_xlim(-_GAP / 2, ncols * step - _GAP / 2)
+    ax.set_ylim(nrows * step - _GAP / 2, -_GAP / 2)
+    ax.set_aspect("equal")
+    ax.set_axis_off()
     shown = f" (first {n} of {n_all} filters)" if n < n_all else ""
     fig.suptitle(f"{title}{shown}\n{_legend(weight, normalize)}", fontsize=10)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.75 / (nrows * _CELL + 0.9),
-                        wspace=0.08, hspace=0.08)
 
 
 def _new_figure(figsize: tuple[float, float]) -> Figure:

@@ -79,6 +79,12 @@ def _images(fig):
     return [im for ax in fig.axes for im in ax.get_images()]
 
 
+def _grid_shape(fig):
+    """(rows, columns) of the filter grid, read from where each image sits."""
+    extents = [im.get_extent() for im in _images(fig)]
+    return len({round(e[3], 6) for e in extents}), len({round(e[0], 6) for e in extents})
+
+
 def _titles(fig):
     return [t.get_text() for t in fig.texts]
 
@@ -124,7 +130,8 @@ def test_resnet50_conv1_renders_as_8x8_rgb_grid_with_name_and_shape(resnet50):
     fig = plot_filters(resnet50)
     images = _images(fig)
     assert len(images) == 64
-    assert fig.axes[0].get_subplotspec().get_gridspec().get_geometry() == (8, 8)
+    assert _grid_shape(fig) == (8, 8)
+    assert len({tuple(im.get_extent()) for im in images}) == 64  # no two filters in one cell
     assert all(im.get_array().shape == (7, 7, 3) for im in images)
     assert all(not ax.axison for ax in fig.axes)  # no ticks, no frames
     assert "conv1" in _titles(fig)[0] and "64\u00d73\u00d77\u00d77" in _titles(fig)[0]
@@ -181,8 +188,8 @@ def test_non_rgb_channel_counts_render_grayscale_per_channel():
 
 def test_ncols_sets_grid_columns_and_hides_spare_cells():
     fig = plot_filters(torch.randn(10, 3, 5, 5), ncols=4)
-    assert fig.axes[0].get_subplotspec().get_gridspec().get_geometry() == (3, 4)
-    assert sum(ax.get_visible() for ax in fig.axes) == 10
+    assert _grid_shape(fig) == (3, 4)
+    assert len(_images(fig)) == 10  # the two spare cells of the last row stay empty
     assert len(_images(plot_filters(torch.randn(70, 3, 3, 3), max_filters=None, ncols=10))) == 70
     assert len(_images(plot_filters(torch.randn(70, 3, 3, 3), max_filters=20))) == 20
 
