@@ -485,7 +485,15 @@ def _kill_active() -> None:
 
 
 def _checks_sha(checks_path: Path) -> str:
-    return hashlib.sha256(checks_path.read_bytes()).hexdigest()
+    """One fingerprint of the checks file and the lesson check modules beside it (``checks_NN.py``).
+
+    A resumed run reuses a journal only when this matches, so editing any lesson's checks
+    regrades everyone.
+    """
+    digest = hashlib.sha256()
+    for path in [checks_path, *sorted(checks_path.parent.glob("checks_[0-9]*.py"))]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 
