@@ -10,7 +10,11 @@ Everything else lives in one module per concept (``labkit.models``, ``labkit.dat
 ``labkit.stats``, ``labkit.widgets``, ``labkit.grading``); import what a lesson needs from
 there. The tools that build the course (procedural images, the micro-backbone's pretraining,
 the benchmark) live apart in ``labkit.build`` and are not imported here.
+
+``quick_run()`` tells a lesson whether the course's structure check asked for a quick pass
+(``LABKIT_QUICK=1``: fewer seeds and epochs; the printed numbers always come from full runs).
 """
+from labkit._env import quick_run
 from labkit.freeze import freeze, freeze_to, frozen_guard, trainable_report, unfreeze
 from labkit.heads import get_head, replace_head, stages
 from labkit.optim import check_optimizer, gradual_unfreeze, param_groups
@@ -32,6 +36,7 @@ __all__ = [
     "param_groups",
     "gradual_unfreeze",
     "check_optimizer",
+    "quick_run",
     "REPOSITORY_URL",
     "__version__",
 ]

@@ -6,6 +6,9 @@ same everywhere:
 * ``LABKIT_PROGRESS``: ``0``/``false``/``no``/``off`` turns progress bars off; so does ``CI=true``.
 * ``LABKIT_OFFLINE``: ``1``/``true``/``yes``/``on`` means no download: the bundled
   micro-backbone, local datasets only.
+* ``LABKIT_QUICK``: ``1``/``true``/``yes``/``on`` asks the lessons for a quick structure pass
+  (fewer seeds and epochs in their measurements, :func:`quick_run`); only the course's own
+  check of the student notebooks (``python -m labkit validate --quick``) sets it.
 * Downloads give up after :data:`DOWNLOAD_TIMEOUT_S` seconds of silence unless told otherwise
   (:func:`socket_timeout`).
 * :func:`peak_rss_bytes` reads the process's lifetime peak resident memory in bytes on
@@ -27,6 +30,7 @@ __all__ = [
     "env_flag",
     "progress_enabled",
     "is_offline",
+    "quick_run",
     "socket_timeout",
     "peak_rss_bytes",
     "peak_rss_mb",
@@ -73,6 +77,20 @@ def is_offline() -> bool:
         True
     """
     return env_flag("LABKIT_OFFLINE", default=False)
+
+
+def quick_run() -> bool:
+    """True when the environment asks for a quick structure pass (``LABKIT_QUICK`` set to 1/true/yes/on).
+
+    A lesson then runs every cell with fewer seeds and epochs, which checks that it runs top
+    to bottom, not what it measures. The lessons' printed numbers always come from full runs.
+
+    Example:
+        >>> import os; os.environ.pop("LABKIT_QUICK", None) and None
+        >>> quick_run()
+        False
+    """
+    return env_flag("LABKIT_QUICK", default=False)
 
 
 @contextlib.contextmanager

@@ -13,13 +13,13 @@
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
 
+from labkit._env import is_offline
 from labkit.data import DatasetUnavailableError, load_image_folder
 
 __all__ = [
@@ -43,7 +43,7 @@ _SPLITS = {"train": "train", "val": "val", "test": "test"}
 
 
 def _offline() -> bool:
-    return os.environ.get("LABKIT_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    return is_offline()
 
 
 def _first_label(y) -> int:

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from labkit._env import DOWNLOAD_TIMEOUT_S, is_offline, socket_timeout
+from labkit._env import DOWNLOAD_TIMEOUT_S, env_flag, is_offline, socket_timeout
 
 __all__ = [
     "Backbone",
@@ -221,7 +221,7 @@ class Backbone(NamedTuple):
 
 def _insists_online() -> bool:
     """True when the environment insists on torchvision's weights (``LABKIT_OFFLINE`` set to 0/false/no)."""
-    return os.environ.get("LABKIT_OFFLINE", "").strip().lower() in {"0", "false", "no", "off"}
+    return not env_flag("LABKIT_OFFLINE", default=True)
 
 
 # name -> why fetching its torchvision weights failed, this session. A failed fetch is not retried

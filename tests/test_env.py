@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from labkit._env import env_flag, is_offline, peak_rss_bytes, progress_enabled, socket_timeout
+from labkit._env import env_flag, is_offline, peak_rss_bytes, progress_enabled, quick_run, socket_timeout
 from labkit._tables import markdown_table, render_table
 
 
@@ -29,6 +29,30 @@ def test_ci_turns_progress_off_and_offline_reads_the_same_words(monkeypatch):
         assert is_offline() is expected
     monkeypatch.delenv("LABKIT_SOME_FLAG", raising=False)
     assert env_flag("LABKIT_SOME_FLAG", default=True) is True
+
+
+def test_quick_run_is_off_unless_asked_and_reaches_a_grading_kernel_only_when_asked(monkeypatch):
+    import labkit
+    from labkit.grading.grade import _sandbox_env
+
+    monkeypatch.delenv("LABKIT_QUICK", raising=False)
+    assert quick_run() is False and labkit.quick_run is quick_run
+    for value, expected in (("1", True), ("yes", True), ("0", False), ("", False)):
+        monkeypatch.setenv("LABKIT_QUICK", value)
+        assert quick_run() is expected
+    monkeypatch.setenv("LABKIT_QUICK", "1")  # the grader's own setting never reaches a student's kernel
+    assert "LABKIT_QUICK" not in _sandbox_env(1, home="/home/student", pythonpath="/course")
+    assert _sandbox_env(1, home="/home/student", pythonpath="/course", quick=True)["LABKIT_QUICK"] == "1"
+
+
+def test_grading_and_validate_read_progress_through_the_one_setting(monkeypatch):
+    from labkit.grading.grade import _progress
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setenv("LABKIT_PROGRESS", "off")
+    assert _progress(3, None).disable is True
+    monkeypatch.setenv("LABKIT_PROGRESS", "1")
+    assert _progress(3, None).disable is False
 
 
 def test_socket_timeout_is_restored_after_the_block_even_on_error():

@@ -118,9 +118,14 @@ def test_validate_real_lessons(capsys, monkeypatch):
     if not list((ROOT / "solutions").glob("*.ipynb")):
         pytest.skip("solutions/ has no lesson notebooks yet: nothing to validate")
     monkeypatch.setattr(validate_module, "grade_notebook", _grades_from_committed_outputs(validate_module.grade_notebook))
-    status = validate_main(["--solutions", str(ROOT / "solutions"), "--notebooks", str(ROOT / "notebooks"), "--workers", "2", "--no-progress"])
+    # Student notebooks run as a quick structure pass: every cell, every stub, every exercise
+    # judged, with fewer seeds and epochs in the measurements (their full-size run is nbval's,
+    # on the solutions, in the same test command).
+    status = validate_main(["--solutions", str(ROOT / "solutions"), "--notebooks", str(ROOT / "notebooks"), "--workers", "2",
+                            "--no-progress", "--quick"])
     out = capsys.readouterr().out
     assert status == 0, out
+    assert "quick structure pass (LABKIT_QUICK=1)" in out
     assert out.count("every exercise passes") == out.count("untouched (") == len(list((ROOT / "solutions").glob("*.ipynb")))
 
 

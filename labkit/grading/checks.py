@@ -48,7 +48,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 __all__ = [
     "CheckResult",
@@ -1326,7 +1326,6 @@ def _shape_forms(shape: list[int]) -> list[str]:
 
 
 def _judge_drift(spec: dict, obs: dict, chk: Checker) -> None:
-    torch = _torch()
     shown = f"conv1_drift({spec['shown']})" if spec["kind"] != "drift" else f"conv1_drift(<{spec['shown']}>)"
     if spec["kind"] == "mismatch":
         hint = "compare before.shape and after.shape first and raise ValueError naming both shapes"

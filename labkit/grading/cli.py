@@ -118,6 +118,8 @@ def validate_main(argv: list[str]) -> int:
     )
     _folders(parser)
     _timeouts(parser)
+    parser.add_argument("--quick", action="store_true", help="a quick structure pass: the lessons' measurements run with "
+                        "fewer seeds and epochs (LABKIT_QUICK=1); every cell still runs and every exercise is judged")
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:
@@ -131,6 +133,7 @@ def validate_main(argv: list[str]) -> int:
         check_timeout=args.check_timeout,
         workers=args.workers,
         progress=False if args.no_progress else None,
+        quick=args.quick,
     )
     print(report)
     print("validate: all good" if report.ok else "validate: FAILED", file=sys.stdout if report.ok else sys.stderr)

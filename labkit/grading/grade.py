@@ -54,6 +54,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from labkit._env import progress_enabled
 from labkit.grading import sandbox as sandbox_mod
 from labkit.grading.checks import LESSONS, exercises_for
 from labkit.grading._files import write_atomic
@@ -270,8 +271,11 @@ def _clip(text, limit: int = _MAX_LINE) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _sandbox_env(workers: int, *, home: str, pythonpath: str) -> dict:
-    """The whole environment of a sandboxed job: nothing of the grader's own is passed on."""
+def _sandbox_env(workers: int, *, home: str, pythonpath: str, quick: bool = False) -> dict:
+    """The whole environment of a sandboxed job: nothing of the grader's own is passed on.
+
+    ``quick`` sets ``LABKIT_QUICK=1`` (the lessons' quick structure pass, :func:`labkit.quick_run`).
+    """
     env = {
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), "/usr/local/bin", "/usr/bin", "/bin"]),
         "HOME": home,
@@ -299,6 +303,8 @@ def _sandbox_env(workers: int, *, home: str, pythonpath: str) -> dict:
     threads = str(max(1, (os.cpu_count() or 1) // max(1, workers)))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         env[var] = os.environ.get(var, threads)
+    if quick:
+        env["LABKIT_QUICK"] = "1"
     return env
 
 
@@ -520,6 +526,7 @@ def grade_notebook(
     limits: Limits | None = None,
     isolation: Isolation | None = None,
     require_sandbox: bool = False,
+    quick: bool = False,
 ) -> SubmissionGrade:
     """Run one notebook in a sandboxed fresh kernel and judge what it did; never raises for a bad submission.
 
@@ -542,6 +549,8 @@ def grade_notebook(
         limits: memory, processes, file size, CPU time (default :class:`Limits`).
         isolation: from :func:`labkit.grading.sandbox.detect_isolation` (default: detect).
         require_sandbox: raise RuntimeError instead of grading with weak isolation.
+        quick: run the lesson's measurements at quick-pass size (``LABKIT_QUICK=1`` in the
+            kernel): for checking that a notebook runs top to bottom, never for a student's grade.
 
     Example:
         >>> g = grade_notebook("solutions/01_feature_extraction.ipynb")
@@ -611,7 +620,7 @@ def grade_notebook(
         cancel = _cancel_event()
         result = sandbox_mod.run(
             cmd, limits=limits, hard_limit=hard_limit, isolation=isolation, ro=ro,
-            env=_sandbox_env(workers, home=home, pythonpath=course), log_path=job_dir / "worker.log",
+            env=_sandbox_env(workers, home=home, pythonpath=course, quick=quick), log_path=job_dir / "worker.log",
             max_output=_MAX_RESULT_BYTES, cancel=cancel,
         )
         with _ACTIVE_LOCK:
@@ -705,7 +714,7 @@ def summarize(submissions: Sequence[SubmissionGrade], *, lesson: str) -> str:
 
 def _progress(total: int, enabled: bool | None):
     if enabled is None:
-        enabled = os.environ.get("LABKIT_PROGRESS", "1") != "0" and os.environ.get("CI", "").lower() != "true"
+        enabled = progress_enabled()
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="grading", unit="notebook", disable=not enabled, file=sys.stderr)

@@ -14,7 +14,6 @@ Example:
 from __future__ import annotations
 
 import concurrent.futures
-import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from labkit._env import progress_enabled
 from labkit.grading.checks import LESSONS, exercises_for
 from labkit.grading.grade import SubmissionGrade, describe_event, grade_notebook
 from labkit.grading.release import find_notebooks, read_notebook, release
@@ -58,6 +58,7 @@ def validate(
     check_timeout: float = 60.0,
     workers: int = 1,
     progress: bool | None = None,
+    quick: bool = False,
 ) -> ValidateReport:
     """Run every solution and its student version through the grader and compare with the contract.
 
@@ -67,6 +68,9 @@ def validate(
         cell_timeout, notebook_timeout, check_timeout: seconds, as for grading.
         workers: notebooks run at once.
         progress: show a progress bar (default: unless LABKIT_PROGRESS=0 or CI=true).
+        quick: run every notebook as a quick structure pass (``LABKIT_QUICK=1`` in its kernel:
+            the lessons' measurements use fewer seeds and epochs). Every cell still runs and
+            every exercise is still judged; what the measurements print is not checked.
     """
     solutions, notebooks = Path(solutions), Path(notebooks)
     lines: list[str] = []
@@ -102,8 +106,9 @@ def validate(
         if student.is_file() and student not in stale:
             runs.append((student, lesson, "student"))
 
-    if progress is None:
-        progress = os.environ.get("LABKIT_PROGRESS", "1") != "0" and os.environ.get("CI", "").lower() != "true"
+    progress = progress_enabled(progress)
+    if quick:
+        lines.append("· quick structure pass (LABKIT_QUICK=1): fewer seeds and epochs in the lessons' measurements")
     grades: dict[str, SubmissionGrade] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
@@ -116,6 +121,7 @@ def validate(
                 notebook_timeout=notebook_timeout,
                 check_timeout=check_timeout,
                 workers=workers,
+                quick=quick,
             ): (path, lesson, role)
             for path, lesson, role in runs
         }
