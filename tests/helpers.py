@@ -28,8 +28,20 @@ FAMILIES = {
 }
 
 
-def build(name: str, **kwargs) -> torch.nn.Module:
-    """A torchvision classification model with random weights (no download)."""
+def build(name: str, *, meta: bool = False, **kwargs) -> torch.nn.Module:
+    """A torchvision classification model with random weights (no download).
+
+    ``meta=True`` builds it on PyTorch's meta device: the same modules, names and shapes with
+    no storage and no initialisation (a VGG-11 in milliseconds instead of seconds), for tests
+    that read only the model's structure. Builders that compute with tensors while they build
+    (RegNet) get a normal build.
+    """
+    if meta:
+        try:
+            with torch.device("meta"):
+                return build(name, **kwargs)
+        except NotImplementedError:  # a builder that computes with tensors (RegNet's widths) needs real ones
+            pass
     if name == "vit_b_16":
         kwargs.setdefault("image_size", FAMILIES[name])  # same layers, a 2x2 patch grid: fast on CPU
     if name in ("googlenet", "inception_v3"):

@@ -10,7 +10,7 @@ from helpers import FAMILIES, build, logits
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_get_head_finds_the_1000_class_layer_of_every_family(name):
-    head = get_head(build(name))
+    head = get_head(build(name, meta=True))
     out = head.out_features if isinstance(head, nn.Linear) else head.out_channels
     assert out == 1000
 
@@ -138,7 +138,7 @@ def test_resnet_stages_are_stem_layers_and_fc():
 
 @pytest.mark.parametrize("name", FAMILIES)
 def test_stages_cover_every_parameter_exactly_once_and_end_with_the_head(name):
-    model = build(name)
+    model = build(name, meta=True)
     parts = stages(model)
     ids = [id(p) for part in parts.values() for p in part.parameters()]
     assert sorted(ids) == sorted(id(p) for p in model.parameters())
@@ -164,7 +164,7 @@ def test_stages_hold_the_model_layers_not_copies():
     ],
 )
 def test_stages_follow_each_family_names(name, expected):
-    assert list(stages(build(name))) == expected
+    assert list(stages(build(name, meta=True))) == expected
 
 
 def test_generic_fallback_uses_top_level_children():
