@@ -12,8 +12,9 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # train faster on one thread anyway. A learner's own runs are not affected.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-# The longest test files first. pytest-xdist's --dist loadfile hands whole files to the two
-# workers in collection order, so the long ones start at once and the hundreds of short ones
+# The longest test files first. pytest-xdist's --dist loadfile --no-loadscope-reorder hands whole
+# files to the two workers in collection order (without that flag xdist puts the files with the
+# most tests first, whatever their duration), so the long ones start at once and the hundreds of short ones
 # fill in at the end (longest first: no worker idles while the other finishes a lesson).
 # Measured with --durations=0 on 2 cores; an entry that goes stale only costs balance.
 LONGEST_FIRST = (
