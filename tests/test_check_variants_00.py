@@ -10,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 from torchvision import transforms as T
-from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms import v2
 
 from labkit import get_head
 from labkit.grading import run_check

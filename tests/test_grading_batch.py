@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -200,7 +199,7 @@ def test_summary_reports_mean_and_distribution_per_exercise(batch):
     freeze_line = next(line for line in summary.splitlines() if line.startswith(FREEZE))
     passed = sum(1 for s in EXPECTED.values() if s[FREEZE][0] == 1)
     assert f"{passed / len(EXPECTED):5.2f}" in freeze_line
-    assert f"0: " in freeze_line and f" {passed}" in freeze_line.split("1: ")[1]
+    assert "0: " in freeze_line and f" {passed}" in freeze_line.split("1: ")[1]
     assert "segfault: the kernel died while running cell 2 (SIGSEGV" in summary
 
 

@@ -14,7 +14,6 @@ from labkit.freeze import freeze, frozen_guard
 from labkit.heads import replace_head
 from labkit.train import (
     History,
-    PeakMemory,
     evaluate,
     fit,
     loader_kwargs,
