@@ -42,10 +42,6 @@ _NON_COMMERCIAL = {"dermamnist": "DermaMNIST is derived from HAM10000, licensed 
 _SPLITS = {"train": "train", "val": "val", "test": "test"}
 
 
-def _offline() -> bool:
-    return is_offline()
-
-
 def _first_label(y) -> int:
     """MedMNIST labels come as arrays of shape (1,); give a plain int (picklable, module level)."""
     return int(y[0]) if hasattr(y, "__len__") else int(y)
@@ -86,7 +82,7 @@ def load_medmnist(name: str, *, split: str = "train", size: int = 64, root: str 
                    "backbone=...) (stained blood-smear cells, imbalanced, with a second scanner in "
                    "get_bundled_dataset('slides') / 'scanner_b').")
     cls_name = MEDMNIST_SETS[key][0]
-    if _offline():
+    if is_offline():
         raise DatasetUnavailableError(f"could not get MedMNIST's {cls_name}: offline mode (LABKIT_OFFLINE=1) "
                                       f"allows no download. {alternative}")
     try:

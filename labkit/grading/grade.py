@@ -713,8 +713,7 @@ def summarize(submissions: Sequence[SubmissionGrade], *, lesson: str) -> str:
 
 
 def _progress(total: int, enabled: bool | None):
-    if enabled is None:
-        enabled = progress_enabled()
+    enabled = progress_enabled(enabled)
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="grading", unit="notebook", disable=not enabled, file=sys.stderr)
