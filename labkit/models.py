@@ -12,9 +12,10 @@ tells which backbone and which weights are in use.
 
 The micro-backbone is a torchvision ``ResNet`` (one BasicBlock per stage, 64x64 inputs) with
 ResNet-18's module names and widths (``conv1`` 64x3x7x7, ``bn1``, ``layer1``..``layer4``,
-``fc`` on 512 features), pretrained by ``python -m labkit pretrain`` on synthetic scenes
-(see ``labkit.build.synth``). Its weights file sits in ``labkit/weights/`` with a JSON file that
-holds its sha256, preprocessing, pretraining recipe and measured figures.
+``fc`` on 512 features), pretrained by ``python -m labkit pretrain`` on images made only by
+labkit's code: formula-driven contours and synthetic scenes (see ``labkit.build.pretrain``).
+Its weights file sits in ``labkit/weights/`` with a JSON file that holds its sha256,
+preprocessing, pretraining recipe and measured figures.
 """
 from __future__ import annotations
 
@@ -131,7 +132,7 @@ class MicroWeights:
     Example:
         >>> w = micro_weights()
         >>> str(w), w.meta["input_size"]
-        ('MicroResNet_Weights.SYNTH_V1', 64)
+        ('MicroResNet_Weights.CONTOURS_V4', 64)
     """
 
     file: Path
@@ -139,10 +140,10 @@ class MicroWeights:
 
     @property
     def name(self) -> str:
-        return self.meta.get("weights", "MicroResNet_Weights.SYNTH_V1").split(".")[-1]
+        return self.meta.get("weights", "MicroResNet_Weights.CONTOURS_V4").split(".")[-1]
 
     def __str__(self) -> str:
-        return self.meta.get("weights", "MicroResNet_Weights.SYNTH_V1")
+        return self.meta.get("weights", "MicroResNet_Weights.CONTOURS_V4")
 
     def transforms(self) -> Callable:
         """The evaluation preprocessing these weights were trained for (resize, centre crop, normalize)."""
@@ -234,7 +235,7 @@ def _fallback_banner(name: str, weights: str, reason: str) -> str:
     return "\n".join([
         rule,
         f"OFFLINE: could not fetch {weights} for {name} ({reason}).",
-        f"Carrying on with labkit's bundled micro_resnet in place of {name}: synthetic-scene pretraining,",
+        f"Carrying on with labkit's bundled micro_resnet in place of {name}: formula-driven pretraining,",
         "64x64 inputs, not ImageNet weights, so the lesson's figures will differ from the ones in Colab.",
         "To insist on the real weights (and get an error while they cannot be fetched), set",
         "LABKIT_OFFLINE=0 before starting Jupyter; to choose the bundled backbone quietly, set LABKIT_OFFLINE=1.",
@@ -278,7 +279,7 @@ def _load_micro(pretrained: bool, weights_file: str | Path | None, stand_in_for:
     model = build_micro_resnet(len(weights.meta["categories"]))
     if pretrained:
         model.load_state_dict(weights.get_state_dict())
-        label = f"{weights} (labkit synthetic-scene pretraining, bundled file {weights.file.name})"
+        label = f"{weights} (labkit formula-driven pretraining, bundled file {weights.file.name})"
         used = weights
     else:
         label = "none (random initialization)"
@@ -357,7 +358,7 @@ def load_backbone(name: str = "resnet18", *, pretrained: bool = True, offline: b
 
     Example:
         >>> bb = load_backbone("micro_resnet")
-        backbone: micro_resnet, weights: MicroResNet_Weights.SYNTH_V1 (...), input 64x64
+        backbone: micro_resnet, weights: MicroResNet_Weights.CONTOURS_V4 (...), input 64x64
         >>> bb.model.fc.in_features
         512
     """
@@ -371,7 +372,7 @@ def load_backbone(name: str = "resnet18", *, pretrained: bool = True, offline: b
     elif offline:
         bb = _load_micro(pretrained, weights_file, key)
         warnings.warn(f"offline mode: using labkit's micro_resnet in place of {key} "
-                      "(synthetic-scene pretraining, 64x64 inputs; figures will differ from ImageNet weights).",
+                      "(formula-driven pretraining, 64x64 inputs; figures will differ from ImageNet weights).",
                       stacklevel=2)
     else:
         if weights_file is not None:

@@ -87,3 +87,18 @@ def test_blurred_noise_is_smoother_than_white_noise():
 def test_phase_randomize_rejects_non_conv_weights():
     with pytest.raises(ValueError, match="4-D conv weight"):
         phase_randomize(torch.zeros(3, 7, 7))
+
+
+# ----------------------------------------------------------------------------- the committed weights
+def test_committed_backbone_beats_random_init_and_raw_pixels_on_real_digits():
+    # measured when contours_v4 was committed (10 draws): see labkit/weights/README.md
+    r = measure_digits_probe(seeds=range(6))
+    assert r.vs_random.mean > 0.02 and r.vs_random.mean > 2 * r.vs_random.se, r.to_dict()
+    assert r.vs_raw.mean > 0.01 and r.vs_raw.mean > 2 * r.vs_raw.se, r.to_dict()
+
+
+def test_committed_conv1_has_structure_beyond_its_phase_surrogates():
+    from labkit.models import load_backbone
+
+    controls = measure_filter_controls(load_backbone("micro_resnet", verbose=False).model.conv1.weight, seeds=[0, 1])
+    assert controls["gap"] > 0.10, controls

@@ -23,13 +23,13 @@ micro-backbone), so this module rehearses it:
    take the Colab path and the rehearsal fails) and the lesson's headline lines.
 
 What the stand-in is, exactly: ResNet-18's architecture (``BasicBlock`` x [2, 2, 2, 2]) with
-the bundled micro-backbone's trained weights (``labkit/weights/micro_resnet.pt``, synthetic
-scene pretraining; NOT ImageNet weights) in ``conv1``, ``bn1`` and the first block of every
+the bundled micro-backbone's trained weights (``labkit/weights/micro_resnet.pt``, formula-driven
+pretraining; NOT ImageNet weights) in ``conv1``, ``bn1`` and the first block of every
 stage (``layerN.0``). The second block of every stage (``layerN.1``) is made an identity: its
 convolutions are zero and its last BatchNorm has weight 0 and bias 0, so the block returns
 ``relu(0 + x) = x`` (its input is already a ReLU output). ``fc`` keeps the micro-backbone's
-78 pretraining outputs in rows 0..77; rows 78..999 are zero. The stand-in therefore computes
-exactly the micro-backbone's function (same features, same first 78 logits) for any input,
+pretraining outputs (278 of them) in its first rows; the other rows are zero. The stand-in
+therefore computes exactly the micro-backbone's function (same features, same first logits) for any input,
 with ResNet-18's shapes, names, parameter count and cost, which is what the rehearsal needs:
 the real code path, real 224 px compute, and pretrained-looking filters. Its accuracy figures
 are not ImageNet ResNet-18's.
@@ -69,8 +69,8 @@ __all__ = [
 ]
 
 STAND_IN_NOTE = (
-    "stand-in ResNet-18 checkpoint: labkit's micro-backbone (synthetic-scene pretraining, not ImageNet) "
-    "in conv1/bn1/layerN.0, identity layerN.1 blocks, fc rows 0..77 = its 78 outputs, rows 78..999 zero"
+    "stand-in ResNet-18 checkpoint: labkit's micro-backbone (formula-driven pretraining, not ImageNet) "
+    "in conv1/bn1/layerN.0, identity layerN.1 blocks, fc: its pretraining outputs in the first rows, the other rows zero"
 )
 SOLUTIONS_DIR = Path(__file__).resolve().parents[2] / "solutions"
 # A closed port on the loopback address: every proxied HTTP(S) request fails at once.
@@ -101,9 +101,9 @@ def _identity_block(block: nn.Module) -> None:
 def build_stand_in_state_dict(*, weights_file: str | Path | None = None) -> dict[str, torch.Tensor]:
     """A ResNet-18 state_dict that computes exactly the bundled micro-backbone's function.
 
-    The micro-backbone's weights go into ``conv1``, ``bn1``, ``layerN.0`` and ``fc`` rows
-    0..77; every ``layerN.1`` is an identity block (zero convolutions, last BatchNorm weight and
-    bias 0); ``fc`` rows 78..999 are zero. See the module docstring.
+    The micro-backbone's weights go into ``conv1``, ``bn1``, ``layerN.0`` and the first rows of
+    ``fc``; every ``layerN.1`` is an identity block (zero convolutions, last BatchNorm weight and
+    bias 0); the other rows of ``fc`` are zero. See the module docstring.
 
     Args:
         weights_file: another micro-backbone ``.pt`` (with its ``.json``); default: the bundled one.
