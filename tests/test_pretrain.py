@@ -9,7 +9,7 @@ from labkit.build.pretrain import pretrain, save_weights
 from labkit.models import MicroResNet, load_backbone
 
 TINY = {"data": "contours", "train_scenes": 96, "val_scenes": 32, "contour_images": 96, "contour_classes": 4,
-        "epochs": 2, "batch_size": 32, "threads": 1, "head_refit_epochs": 2}
+        "epochs": 2, "batch_size": 32, "threads": 1, "head_refit_epochs": 2, "stem_epochs": 0}
 
 
 def test_projector_is_dropped_and_a_plain_linear_fc_saved_that_loads_into_micro_resnet(tmp_path):
@@ -42,3 +42,71 @@ def test_saved_weights_are_contiguous_after_channels_last_training(tmp_path):
     path = save_weights(model, meta, tmp_path)
     state = torch.load(path)
     assert all(v.is_contiguous() for v in state.values())
+
+
+def _stem_run(monkeypatch, **recipe):
+    """A tiny stem-phase run; returns the model and (conv1, layer1 conv) as they were when the stem phase ended."""
+    import labkit.build.pretrain as pt
+
+    built, snapshots = [], []
+
+    class Recording(MicroResNet):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    def log(line):
+        if line.startswith("conv1") and "after 1 epochs on the contour images" in line:
+            snapshots.append((built[0].conv1.weight.detach().clone(), built[0].layer1[0].conv1.weight.detach().clone()))
+
+    monkeypatch.setattr(pt, "MicroResNet", Recording)
+    model, _ = pretrain(dict(TINY, data="scenes+contours", stem_epochs=1, epochs=3, **recipe), log=log)
+    assert len(snapshots) == 1, "the stem phase should end (and say so) exactly once"
+    return model, snapshots[0]
+
+
+def test_stem_phase_trains_conv1_on_contours_then_freezes_it(monkeypatch):
+    model, (conv1, layer1) = _stem_run(monkeypatch, stem_lr_scale=0.0)
+    assert torch.equal(model.conv1.weight, conv1), "conv1 changed after the stem phase"
+    assert not torch.equal(model.layer1[0].conv1.weight, layer1), "the rest of the network should keep training"
+    assert model.conv1.weight.requires_grad, "the returned model should be trainable again"
+
+
+def test_stem_lr_scale_lets_the_stem_layers_keep_learning_after_the_stem_phase(monkeypatch):
+    model, (conv1, _) = _stem_run(monkeypatch, stem_lr_scale=0.5)
+    assert not torch.equal(model.conv1.weight, conv1)
+
+
+def test_stem_layers_can_freeze_more_than_conv1(monkeypatch):
+    model, (conv1, layer1) = _stem_run(monkeypatch, stem_layers="conv1,layer1", stem_lr_scale=0.0)
+    assert torch.equal(model.conv1.weight, conv1) and torch.equal(model.layer1[0].conv1.weight, layer1)
+    assert all(p.requires_grad for p in model.parameters())
+
+
+def test_stem_layers_must_name_modules_of_the_model():
+    import pytest
+
+    with pytest.raises(ValueError, match="stem_layers must name top-level modules .* got 'conv1,layer9'"):
+        pretrain(dict(TINY, stem_epochs=1, stem_layers="conv1,layer9"), log=lambda *a: None)
+
+
+def test_stem_epochs_without_contour_images_is_refused():
+    import pytest
+
+    with pytest.raises(ValueError, match="stem_epochs=1 .* has none; add 'contours'"):
+        pretrain(dict(TINY, data="scenes", stem_epochs=1), log=lambda *a: None)
+
+
+def test_scale_augmentation_zooms_in_and_plain_crops_do_not():
+    from labkit.build.pretrain import _augment
+
+    ramp = torch.arange(72, dtype=torch.uint8).expand(8, 3, 72, 72).contiguous()  # value = column index
+    y = {"contour": torch.zeros(8, dtype=torch.long)}
+    plain, _ = _augment(ramp, y, 64, torch.Generator().manual_seed(0))
+    zoomed, _ = _augment(ramp, y, 64, torch.Generator().manual_seed(0), min_scale=0.25)
+    spread = lambda x: (x.amax((1, 2, 3)).float() - x.amin((1, 2, 3)).float())
+    assert torch.all(spread(plain) == 63), "a plain crop keeps 64 consecutive columns"
+    assert zoomed.shape == plain.shape and zoomed.dtype == torch.uint8
+    assert torch.all(spread(zoomed) <= 71) and (spread(zoomed) < 60).any(), "some crops should cover fewer columns"
+    again, _ = _augment(ramp, y, 64, torch.Generator().manual_seed(0), min_scale=0.25)
+    assert torch.equal(zoomed, again)

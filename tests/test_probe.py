@@ -91,10 +91,11 @@ def test_phase_randomize_rejects_non_conv_weights():
 
 # ----------------------------------------------------------------------------- the committed weights
 def test_committed_backbone_beats_random_init_and_raw_pixels_on_real_digits():
-    # measured when contours_v4 was committed (10 draws): see labkit/weights/README.md
+    # contours_v5 measured +0.062 and +0.044 on these 6 draws (+0.065 and +0.047 on 10): labkit/weights/README.md;
+    # contours_v4, the weights before, had +0.042 and +0.024 and would fail here
     r = measure_digits_probe(seeds=range(6))
-    assert r.vs_random.mean > 0.02 and r.vs_random.mean > 2 * r.vs_random.se, r.to_dict()
-    assert r.vs_raw.mean > 0.01 and r.vs_raw.mean > 2 * r.vs_raw.se, r.to_dict()
+    assert r.vs_random.mean > 0.05 and r.vs_random.mean > 2 * r.vs_random.se, r.to_dict()
+    assert r.vs_raw.mean > 0.03 and r.vs_raw.mean > 2 * r.vs_raw.se, r.to_dict()
 
 
 def test_committed_conv1_has_structure_beyond_its_phase_surrogates():
