@@ -170,13 +170,15 @@ def _augment(x: torch.Tensor, y: dict, crop: int, g: torch.Generator, gray_prob:
     label; a greyscale image has no hue label.
     """
     n, _, h, w = x.shape
-    if min_scale < 1:  # no draw at all otherwise, so older recipes keep their random stream
+    if min_scale < 1:  # the plain branch draws exactly as before, so older recipes keep their random stream
         area = min_scale + (1 - min_scale) * torch.rand(n, generator=g)
         sides = (area.sqrt() * min(h, w)).round().long().clamp(max=min(h, w))
+        ox = (torch.rand(n, generator=g) * (w - sides + 1)).long()
+        oy = (torch.rand(n, generator=g) * (h - sides + 1)).long()
     else:
         sides = torch.full((n,), crop)
-    ox = (torch.rand(n, generator=g) * (w - sides + 1)).long() if min_scale < 1 else torch.randint(0, w - crop + 1, (n,), generator=g)
-    oy = (torch.rand(n, generator=g) * (h - sides + 1)).long() if min_scale < 1 else torch.randint(0, h - crop + 1, (n,), generator=g)
+        ox = torch.randint(0, w - crop + 1, (n,), generator=g)
+        oy = torch.randint(0, h - crop + 1, (n,), generator=g)
     flip = torch.rand(n, generator=g) < 0.5
     out = torch.empty((n, x.shape[1], crop, crop), dtype=x.dtype)
     for i in range(n):
@@ -310,8 +312,9 @@ def _pretrain(r: dict, log, *, name: str):
     t0, c0 = time.time(), time.process_time()
 
     tasks = tasks_for(r)
-    if int(r["stem_epochs"]) and "contour" not in tasks:
-        raise ValueError(f"recipe stem_epochs={r['stem_epochs']} trains the first epochs on the contour images only, "
+    stem_epochs = int(r["stem_epochs"])
+    if stem_epochs and "contour" not in tasks:
+        raise ValueError(f"recipe stem_epochs={stem_epochs} trains the first epochs on the contour images only, "
                          f"but data={r['data']!r} has none; add 'contours' to data or set stem_epochs=0.")
     log(f"rendering the training and validation images ({r['data']}) ...")
     xtr, ytr = render_training_images(r, log=log)
@@ -330,23 +333,19 @@ def _pretrain(r: dict, log, *, name: str):
                                        torch.nn.Linear(projector, n_out))
     if r["channels_last"]:  # the faster CPU convolution layout; the weights are saved contiguous
         model = model.to(memory_format=torch.channels_last)
-    stem_layers = [m for m in str(r["stem_layers"]).split(",") if m] if int(r["stem_epochs"]) else []
+    stem_layers = [m for m in str(r["stem_layers"]).split(",") if m] if stem_epochs else []
     children = [n for n, _ in model.named_children()]
     if any(m not in children for m in stem_layers):
         raise ValueError(f"recipe stem_layers must name top-level modules of the model ({', '.join(children)}), "
                          f"joined by ','; got {r['stem_layers']!r}.")
     slow = lambda n: n.split(".")[0] in stem_layers  # slowed (or frozen) after the stem phase
     named = list(model.named_parameters())
-    groups = [{"params": [model.conv1.weight], "weight_decay": r["conv1_weight_decay"], "slow": slow("conv1.weight")},
-              {"params": [p for n, p in named if p.ndim > 1 and n != "conv1.weight" and not slow(n)],
-               "weight_decay": r["weight_decay"], "slow": False},
-              {"params": [p for n, p in named if p.ndim <= 1 and not slow(n)], "weight_decay": 0.0, "slow": False}]
-    slow_decay = [p for n, p in named if p.ndim > 1 and n != "conv1.weight" and slow(n)]
-    slow_no_decay = [p for n, p in named if p.ndim <= 1 and slow(n)]
-    if slow_decay:
-        groups.append({"params": slow_decay, "weight_decay": r["weight_decay"], "slow": True})
-    if slow_no_decay:
-        groups.append({"params": slow_no_decay, "weight_decay": 0.0, "slow": True})
+    kinds = [([(n, p) for n, p in named if n == "conv1.weight"], r["conv1_weight_decay"]),
+             ([(n, p) for n, p in named if p.ndim > 1 and n != "conv1.weight"], r["weight_decay"]),
+             ([(n, p) for n, p in named if p.ndim <= 1], 0.0)]
+    groups = [{"params": [p for n, p in params if slow(n) == s], "weight_decay": wd, "slow": s}
+              for params, wd in kinds for s in (False, True)]
+    groups = [group for group in groups if group["params"]]
     if r["optimizer"] == "sgd":
         opt = torch.optim.SGD(groups, lr=r["lr"], momentum=r["momentum"], nesterov=True)
     elif r["optimizer"] == "adamw":
@@ -358,7 +357,6 @@ def _pretrain(r: dict, log, *, name: str):
         weights.append(float(r["fractal_weight"]))
     if "contour" in tasks:
         weights.append(float(r["contour_weight"]))
-    stem_epochs = int(r["stem_epochs"])
     stem_rows = torch.nonzero(ytr["contour"] != IGNORE).flatten() if stem_epochs else None
     steps_per_epoch = len(xtr) // r["batch_size"]
     epoch_steps = [(len(stem_rows) if e < stem_epochs else len(xtr)) // r["batch_size"] for e in range(r["epochs"])]
