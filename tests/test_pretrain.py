@@ -110,3 +110,52 @@ def test_scale_augmentation_zooms_in_and_plain_crops_do_not():
     assert torch.all(spread(zoomed) <= 71) and (spread(zoomed) < 60).any(), "some crops should cover fewer columns"
     again, _ = _augment(ramp, y, 64, torch.Generator().manual_seed(0), min_scale=0.25)
     assert torch.equal(zoomed, again)
+
+
+def _ica_run(monkeypatch, **recipe):
+    """A tiny run whose conv1 starts from ICA filters; returns the model and (conv1, layer1 conv) before training."""
+    import labkit.build.pretrain as pt
+
+    built, snapshots = [], []
+
+    class Recording(MicroResNet):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    def log(line):
+        if line.startswith("conv1: 64 filters by ICA"):
+            snapshots.append((built[0].conv1.weight.detach().clone(), built[0].layer1[0].conv1.weight.detach().clone()))
+
+    monkeypatch.setattr(pt, "MicroResNet", Recording)
+    model, _ = pretrain(dict(TINY, conv1_init="ica", ica_patches=3000, **recipe), log=log)
+    assert len(snapshots) == 1, "the ICA step should run (and say so) exactly once"
+    return model, snapshots[0]
+
+
+def test_ica_conv1_with_zero_rate_stays_exactly_as_ica_learned_it_while_the_rest_trains(monkeypatch):
+    from labkit.build.probe import measure_filter_controls
+
+    model, (ica, layer1) = _ica_run(monkeypatch, conv1_lr_scale=0.0, ica_norm=0.0)
+    assert torch.equal(model.conv1.weight, ica), "conv1 changed although conv1_lr_scale=0"
+    assert model.conv1.weight.requires_grad, "the returned model should be trainable again"
+    kaiming = MicroResNet(num_classes=4).conv1.weight.detach() * 0.1
+    assert torch.allclose(ica.flatten(1).norm(dim=1).mean(), kaiming.flatten(1).norm(dim=1).mean(), rtol=0.1), \
+        "with ica_norm=0 the ICA filters should take the norms of the initial filters they replace"
+    assert measure_filter_controls(ica, seeds=[0])["gap"] > measure_filter_controls(kaiming, seeds=[0])["gap"] + 0.1
+    assert not torch.equal(model.layer1[0].conv1.weight, layer1), "the rest of the network should train"
+
+
+def test_ica_conv1_starts_at_the_norm_asked_for_and_keeps_learning_at_a_nonzero_rate(monkeypatch):
+    model, (ica, _) = _ica_run(monkeypatch, conv1_lr_scale=0.5, ica_norm=1.0)
+    assert torch.allclose(ica.flatten(1).norm(dim=1), torch.ones(64), atol=1e-5)
+    assert not torch.equal(model.conv1.weight, ica)
+
+
+def test_conv1_init_and_conv1_lr_scale_are_checked():
+    import pytest
+
+    with pytest.raises(ValueError, match="conv1_init must be 'kaiming' or 'ica', got 'gabor'"):
+        pretrain(dict(TINY, conv1_init="gabor"), log=lambda *a: None)
+    with pytest.raises(ValueError, match=r"conv1_lr_scale must be >= 0 \(0 freezes conv1\), got -1.0"):
+        pretrain(dict(TINY, conv1_lr_scale=-1), log=lambda *a: None)
