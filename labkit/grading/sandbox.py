@@ -341,11 +341,13 @@ class _Tracker:
 
     def kill_all(self) -> int:
         """SIGKILL every process of the job; return how many were still alive."""
+        # Under bwrap, killing the process group can take the namespace's init down, and the kernel
+        # then removes the rest of the namespace on its own, sooner or later: count them first.
+        victims = self.members() if self.isolated else set()
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except (OSError, AttributeError):  # AttributeError: no process groups (Windows)
             pass
-        victims = set()
         for _ in range(20):
             alive = self.members() | (set() if self.isolated else self.tagged())
             alive.discard(os.getpid())
