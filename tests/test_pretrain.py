@@ -9,7 +9,8 @@ from labkit.build.pretrain import pretrain, save_weights
 from labkit.models import MicroResNet, load_backbone
 
 TINY = {"data": "contours", "train_scenes": 96, "val_scenes": 32, "contour_images": 96, "contour_classes": 4,
-        "epochs": 2, "batch_size": 32, "threads": 1, "head_refit_epochs": 2, "stem_epochs": 0}
+        "epochs": 2, "batch_size": 32, "threads": 1, "head_refit_epochs": 2, "stem_epochs": 0,
+        "ica_patches": 2000}  # the default recipe starts conv1 from ICA; a small sample keeps tiny runs fast
 
 
 def test_projector_is_dropped_and_a_plain_linear_fc_saved_that_loads_into_micro_resnet(tmp_path):

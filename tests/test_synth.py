@@ -92,7 +92,7 @@ def test_make_datasets_command_rejects_unknown_names(capsys):
 
 
 def test_tiny_pretraining_is_deterministic_and_loadable(tmp_path):
-    recipe = {"data": "scenes", "train_scenes": 128, "val_scenes": 32, "epochs": 1, "batch_size": 32, "threads": 1, "stem_epochs": 0}
+    recipe = {"data": "scenes", "train_scenes": 128, "val_scenes": 32, "epochs": 1, "batch_size": 32, "threads": 1, "stem_epochs": 0, "ica_patches": 2000}
     m1, meta1 = pretrain(recipe, log=lambda *a: None)
     m2, meta2 = pretrain(recipe, log=lambda *a: None)
     for (k, v1), v2 in zip(m1.state_dict().items(), m2.state_dict().values()):

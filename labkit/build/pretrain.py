@@ -338,6 +338,11 @@ def _pretrain(r: dict, log, *, name: str):
     if stem_epochs and "contour" not in tasks:
         raise ValueError(f"recipe stem_epochs={stem_epochs} trains the first epochs on the contour images only, "
                          f"but data={r['data']!r} has none; add 'contours' to data or set stem_epochs=0.")
+    if r["conv1_init"] not in ("kaiming", "ica"):
+        raise ValueError(f"recipe conv1_init must be 'kaiming' or 'ica', got {r['conv1_init']!r}.")
+    conv1_scale = float(r["conv1_lr_scale"])
+    if conv1_scale < 0:
+        raise ValueError(f"recipe conv1_lr_scale must be >= 0 (0 freezes conv1), got {conv1_scale!r}.")
     log(f"rendering the training and validation images ({r['data']}) ...")
     xtr, ytr = render_training_images(r, log=log)
     xva, yva = render_training_images(r, val=True, log=log)
@@ -360,11 +365,6 @@ def _pretrain(r: dict, log, *, name: str):
             w.copy_(filters)
         log(f"conv1: {w.shape[0]} filters by ICA of {int(r['ica_patches'])} patches ({its} FastICA iterations, "
             f"{time.time() - t1:.0f}s)")
-    elif r["conv1_init"] != "kaiming":
-        raise ValueError(f"recipe conv1_init must be 'kaiming' or 'ica', got {r['conv1_init']!r}.")
-    conv1_scale = float(r["conv1_lr_scale"])
-    if conv1_scale < 0:
-        raise ValueError(f"recipe conv1_lr_scale must be >= 0 (0 freezes conv1), got {conv1_scale!r}.")
     projector = int(r["projector_dim"])
     if projector:  # an MLP projector between the pooled features and the task outputs, dropped after training
         model.fc = torch.nn.Sequential(torch.nn.Linear(model.fc.in_features, projector),
