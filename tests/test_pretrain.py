@@ -45,8 +45,8 @@ def test_saved_weights_are_contiguous_after_channels_last_training(tmp_path):
     assert all(v.is_contiguous() for v in state.values())
 
 
-def _stem_run(monkeypatch, **recipe):
-    """A tiny stem-phase run; returns the model and (conv1, layer1 conv) as they were when the stem phase ended."""
+def _snapshot_run(monkeypatch, recipe: dict, *, when, what: str):
+    """A tiny run; returns the model and (conv1, layer1 conv) as they were when a log line matched ``when``."""
     import labkit.build.pretrain as pt
 
     built, snapshots = [], []
@@ -57,13 +57,20 @@ def _stem_run(monkeypatch, **recipe):
             built.append(self)
 
     def log(line):
-        if line.startswith("conv1") and "after 1 epochs on the contour images" in line:
+        if when(line):
             snapshots.append((built[0].conv1.weight.detach().clone(), built[0].layer1[0].conv1.weight.detach().clone()))
 
     monkeypatch.setattr(pt, "MicroResNet", Recording)
-    model, _ = pretrain(dict(TINY, data="scenes+contours", stem_epochs=1, epochs=3, **recipe), log=log)
-    assert len(snapshots) == 1, "the stem phase should end (and say so) exactly once"
+    model, _ = pretrain(recipe, log=log)
+    assert len(snapshots) == 1, f"{what} should happen (and say so) exactly once"
     return model, snapshots[0]
+
+
+def _stem_run(monkeypatch, **recipe):
+    """A tiny stem-phase run; returns the model and (conv1, layer1 conv) as they were when the stem phase ended."""
+    return _snapshot_run(monkeypatch, dict(TINY, data="scenes+contours", stem_epochs=1, epochs=3, **recipe),
+                         when=lambda line: line.startswith("conv1") and "after 1 epochs on the contour images" in line,
+                         what="the end of the stem phase")
 
 
 def test_stem_phase_trains_conv1_on_contours_then_freezes_it(monkeypatch):
@@ -115,23 +122,8 @@ def test_scale_augmentation_zooms_in_and_plain_crops_do_not():
 
 def _ica_run(monkeypatch, **recipe):
     """A tiny run whose conv1 starts from ICA filters; returns the model and (conv1, layer1 conv) before training."""
-    import labkit.build.pretrain as pt
-
-    built, snapshots = [], []
-
-    class Recording(MicroResNet):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            built.append(self)
-
-    def log(line):
-        if line.startswith("conv1: 64 filters by ICA"):
-            snapshots.append((built[0].conv1.weight.detach().clone(), built[0].layer1[0].conv1.weight.detach().clone()))
-
-    monkeypatch.setattr(pt, "MicroResNet", Recording)
-    model, _ = pretrain(dict(TINY, conv1_init="ica", ica_patches=3000, **recipe), log=log)
-    assert len(snapshots) == 1, "the ICA step should run (and say so) exactly once"
-    return model, snapshots[0]
+    return _snapshot_run(monkeypatch, dict(TINY, conv1_init="ica", ica_patches=3000, **recipe),
+                         when=lambda line: line.startswith("conv1: 64 filters by ICA"), what="the ICA step")
 
 
 def test_ica_conv1_with_zero_rate_stays_exactly_as_ica_learned_it_while_the_rest_trains(monkeypatch):
