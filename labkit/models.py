@@ -132,7 +132,7 @@ class MicroWeights:
     Example:
         >>> w = micro_weights()
         >>> str(w), w.meta["input_size"]
-        ('MicroResNet_Weights.CONTOURS_V6', 64)
+        ('MicroResNet_Weights.CONTOURS_V7', 64)
     """
 
     file: Path
@@ -140,10 +140,10 @@ class MicroWeights:
 
     @property
     def name(self) -> str:
-        return self.meta.get("weights", "MicroResNet_Weights.CONTOURS_V6").split(".")[-1]
+        return self.meta.get("weights", "MicroResNet_Weights.CONTOURS_V7").split(".")[-1]
 
     def __str__(self) -> str:
-        return self.meta.get("weights", "MicroResNet_Weights.CONTOURS_V6")
+        return self.meta.get("weights", "MicroResNet_Weights.CONTOURS_V7")
 
     def transforms(self) -> Callable:
         """The evaluation preprocessing these weights were trained for (resize, centre crop, normalize)."""
@@ -358,7 +358,7 @@ def load_backbone(name: str = "resnet18", *, pretrained: bool = True, offline: b
 
     Example:
         >>> bb = load_backbone("micro_resnet")
-        backbone: micro_resnet, weights: MicroResNet_Weights.CONTOURS_V6 (...), input 64x64
+        backbone: micro_resnet, weights: MicroResNet_Weights.CONTOURS_V7 (...), input 64x64
         >>> bb.model.fc.in_features
         512
     """

@@ -66,5 +66,5 @@ def test_tiny_fractal_pretraining_is_deterministic():
 
 
 def test_pretrain_rejects_unknown_base_recipes():
-    with pytest.raises(ValueError, match="expected one of \\['contours_v3', 'contours_v4', 'contours_v5', 'contours_v6', 'mix_v2', 'synth_v1'\\]"):
+    with pytest.raises(ValueError, match="expected one of \\['contours_v3', 'contours_v4', 'contours_v5', 'contours_v6', 'contours_v7', 'mix_v2', 'synth_v1'\\]"):
         pretrain({}, base="imagenet")

@@ -48,7 +48,7 @@ def test_micro_backbone_loads_offline_with_resnet_module_names():
 def test_micro_backbone_weights_are_the_committed_pretrained_ones():
     bb = load_backbone("micro_resnet", verbose=False)
     w = micro_weights()
-    assert str(bb.weights) == "MicroResNet_Weights.CONTOURS_V6"
+    assert str(bb.weights) == "MicroResNet_Weights.CONTOURS_V7"
     sd = w.get_state_dict()
     assert torch.equal(bb.model.conv1.weight, sd["conv1.weight"])
     assert not torch.equal(bb.model.conv1.weight, build_micro_resnet().conv1.weight)
@@ -66,7 +66,7 @@ def test_describe_names_backbone_and_weights(capsys):
     bb = load_backbone("micro_resnet")
     printed = capsys.readouterr().out.strip()
     assert printed == str(bb) == bb.describe()
-    assert printed.startswith("backbone: micro_resnet, weights: MicroResNet_Weights.CONTOURS_V6")
+    assert printed.startswith("backbone: micro_resnet, weights: MicroResNet_Weights.CONTOURS_V7")
 
 
 def test_offline_flag_substitutes_the_micro_backbone_loudly():

@@ -152,3 +152,80 @@ def test_conv1_init_and_conv1_lr_scale_are_checked():
         pretrain(dict(TINY, conv1_init="gabor"), log=lambda *a: None)
     with pytest.raises(ValueError, match=r"conv1_lr_scale must be >= 0 \(0 freezes conv1\), got -1.0"):
         pretrain(dict(TINY, conv1_lr_scale=-1), log=lambda *a: None)
+
+
+def test_fresh_images_gives_new_images_of_the_same_classes_and_epoch_zero_is_the_fixed_set():
+    from labkit.build.pretrain import RECIPE, render_training_images
+
+    r = dict(RECIPE, **TINY)
+    x0, y0 = render_training_images(r)
+    again, _ = render_training_images(r, epoch=0)
+    x1, y1 = render_training_images(r, epoch=1)
+    assert torch.equal(x0, again)  # recipes without fresh_images see exactly the images they always saw
+    assert x1.shape == x0.shape and set(y1["contour"].tolist()) <= set(range(4))
+    flat0, flat1 = x0.flatten(1), x1.flatten(1)
+    assert not any(torch.equal(a, b) for a in flat1 for b in flat0)  # no image comes back
+
+
+def test_fresh_images_run_is_deterministic_and_learns_something_else_than_fixed_images():
+    fresh = dict(TINY, fresh_images=1)
+    m1, meta = pretrain(fresh, log=lambda *a: None)
+    m2, _ = pretrain(fresh, log=lambda *a: None)
+    fixed, _ = pretrain(TINY, log=lambda *a: None)
+    assert torch.equal(m1.layer1[0].conv1.weight, m2.layer1[0].conv1.weight)
+    assert not torch.equal(m1.layer1[0].conv1.weight, fixed.layer1[0].conv1.weight)
+    assert meta["recipe"]["fresh_images"] == 1
+
+
+def test_weight_average_replaces_the_weights_by_their_moving_average():
+    plain, _ = pretrain(TINY, log=lambda *a: None)
+    near_zero, meta = pretrain(dict(TINY, ema_decay=1e-9), log=lambda *a: None)  # the average is the last step
+    slow, _ = pretrain(dict(TINY, ema_decay=0.9), log=lambda *a: None)
+    for name in ("conv1.weight", "layer2.0.conv1.weight", "layer4.0.bn1.running_var"):
+        a, b, c = (dict(m.state_dict())[name] for m in (plain, near_zero, slow))
+        assert torch.allclose(a, b, atol=1e-6), name
+        assert not torch.allclose(a, c, atol=1e-4), name
+    assert "weight average" in [h["epoch"] for h in meta["history"]]
+
+
+def test_ema_decay_must_be_below_one():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"ema_decay must be in \[0, 1\)"):
+        pretrain(dict(TINY, ema_decay=1.0), log=lambda *a: None)
+
+
+def test_multi_instance_contours_train_on_both_labels_and_score_a_hit_on_either():
+    import torch.nn.functional as F
+
+    from labkit.build.pretrain import _loss, evaluate_tasks
+
+    model, meta = pretrain(dict(TINY, contour_instances=2), log=lambda *a: None)
+    assert model.fc.out_features == 4 and meta["recipe"]["contour_instances"] == 2
+    logits = torch.randn(5, 4)
+    y = {"contour": torch.tensor([[0, 1], [2, 3], [1, 0], [3, 2], [0, 2]])}
+    both = _loss(logits, y, 0.0, [1.0], {"contour": list("abcd")})
+    expected = (F.cross_entropy(logits, y["contour"][:, 0]) + F.cross_entropy(logits, y["contour"][:, 1])) / 2
+    assert torch.allclose(both, expected)
+
+    class Fixed(torch.nn.Module):  # always answers class 1
+        def forward(self, x):
+            return torch.tensor([[0.0, 1.0, 0.0, 0.0]]).expand(len(x), -1)
+
+    acc = evaluate_tasks(Fixed(), torch.zeros(5, 3, 64, 64, dtype=torch.uint8), y, mean=torch.zeros(3),
+                         std=torch.ones(3), tasks={"contour": list("abcd")})
+    assert acc == {"contour": 0.4}  # rows 0 and 2 hold class 1
+
+
+def test_flip_prob_zero_never_mirrors_and_keeps_the_crops_of_the_default():
+    from labkit.build.pretrain import _augment
+
+    x = torch.arange(8 * 3 * 72 * 72, dtype=torch.float32).reshape(8, 3, 72, 72).remainder(251).to(torch.uint8)
+    y = {"orientation": torch.zeros(8, dtype=torch.long)}
+    never, y_never = _augment(x, y, 64, torch.Generator().manual_seed(3), flip_prob=0.0)
+    always, _ = _augment(x, y, 64, torch.Generator().manual_seed(3), flip_prob=1.0)
+    assert torch.equal(always, never.flip(-1))  # the same crops, only mirrored
+    assert torch.equal(y_never["orientation"], y["orientation"])
+    default, _ = _augment(x, y, 64, torch.Generator().manual_seed(3))
+    same = [torch.equal(d, n) for d, n in zip(default, never)]
+    assert all(s or torch.equal(d, a) for s, d, a in zip(same, default, always)) and 0 < sum(same) < 8

@@ -4,6 +4,7 @@
   and the bundled ``objects`` and ``cells`` datasets (``python -m labkit make-datasets``).
 * :mod:`labkit.build.medical`: the bundled ``slides`` dataset of lesson 05.
 * :mod:`labkit.build.fractals`: FractalDB-style fractal images on dead-leaves backdrops.
+* :mod:`labkit.build.contours`: formula-driven contour images, one class or several per image.
 * :mod:`labkit.build.ica`: first-layer filters by independent component analysis of image patches.
 * :mod:`labkit.build.pretrain`: the deterministic pretraining of the bundled micro-backbone
   (``python -m labkit pretrain``).
