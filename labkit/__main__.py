@@ -18,9 +18,8 @@ COMMANDS = {
     "grade": ("labkit.grading.cli", "grade_main", "grade a batch of submitted notebooks into a CSV"),
     # course-building tools (labkit.build): for maintainers, not for learners
     "bench": ("labkit.build.bench", "main", "time full_finetune vs feature_extraction vs cached_features"),
-    "pretrain": ("labkit.build.pretrain", "main", "pretrain the bundled micro-backbone on synthetic images"),
     "make-datasets": ("labkit.build", "make_datasets_main", "regenerate the bundled datasets in datasets/"),
-    "probe": ("labkit.build.probe", "main", "score the micro-backbone's features on real images (digits)"),
+    "probe": ("labkit.build.probe", "main", "score the offline backbone's features on real images: pretrained vs random init vs raw pixels"),
     "rehearse": ("labkit.build.rehearse", "main", "run every solution notebook the Colab way (torchvision, 224 px, no network)"),
 }
 

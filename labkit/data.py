@@ -47,7 +47,7 @@ __all__ = [
 
 #: The bundled datasets: name -> one-line description.
 BUNDLED = {
-    "objects": "8 everyday objects on natural-looking backdrops, 72x72 colour (near the micro-backbone's pretraining)",
+    "objects": "8 everyday objects on natural-looking backdrops, 72x72 colour (drawn, not photographed)",
     "cells": "4 kinds of cell in greyscale microscopy-like fields, 72x72 (far from any pretraining)",
     "slides": "4 white blood cell types on stained smears, 72x72, imbalanced, two scanners (lesson 05)",
 }
@@ -71,7 +71,7 @@ def get_preprocessing(source: Any) -> dict:
 
     Args:
         source: a :class:`labkit.models.Backbone`, torchvision weights (``ResNet18_Weights.DEFAULT``),
-            labkit micro weights, the preset that ``weights.transforms()`` returns, or a dict with
+            labkit's EfficientNet-Lite0 weights, the preset that ``weights.transforms()`` returns, or a dict with
             ``input_size``/``crop_size``, ``resize_size``, ``mean``, ``std``.
 
     Returns:
@@ -374,7 +374,7 @@ def load_torchvision_dataset(name: str, *, root: str | Path = "data", split: str
         raise DatasetUnavailableError(
             f"could not get torchvision's {cls_name} into {root} ({why}). It is downloaded on first use, which "
             f"needs network access (Google Colab has it). Without network, use a bundled dataset instead: "
-            f"make_loaders('objects', backbone=...) (everyday objects, near the micro-backbone's pretraining) or "
+            f"make_loaders('objects', backbone=...) (everyday objects, drawn) or "
             f"make_loaders('cells', backbone=...) (microscopy-like, a distant domain)."
         ) from e
     if not hasattr(ds, "classes"):
@@ -475,7 +475,7 @@ def make_loaders(source: str | Path, *, backbone: Any = None, train_transform: C
 
     Example:
         >>> from labkit.models import load_backbone
-        >>> bb = load_backbone("micro_resnet", verbose=False)
+        >>> bb = load_backbone("efficientnet_lite0", input_size=64, verbose=False)
         >>> dl = make_loaders("objects", backbone=bb, max_per_class=30, verbose=False)
         >>> dl.num_classes, len(dl.train.dataset), len(dl.val.dataset)
         (8, 240, 160)

@@ -356,7 +356,7 @@ def load_lesson_data(choice: str = "auto", *, backbone: Any = None, train_transf
     Args:
         choice: "auto", "bundled" ("objects"), "cells", "pets" or "flowers"; see the module docstring.
         backbone: what :func:`labkit.models.load_backbone` returned; gives the preprocessing
-            (224 px for torchvision weights, 64 px for the micro-backbone).
+            (224 px for torchvision weights, 112 px for the offline EfficientNet-Lite0).
         train_transform, eval_transform: explicit preprocessing instead of the backbone's.
         classes: for a real set, class names or indices (default: 5 distinct ones).
         per_class: training images per class (bundled: at most this many).
@@ -378,7 +378,7 @@ def load_lesson_data(choice: str = "auto", *, backbone: Any = None, train_transf
 
     Example:
         >>> from labkit.models import load_backbone
-        >>> bb = load_backbone("micro_resnet", verbose=False)
+        >>> bb = load_backbone("efficientnet_lite0", input_size=64, verbose=False)
         >>> data = load_lesson_data("bundled", backbone=bb, verbose=False)
         >>> data.num_classes, len(data.train.dataset)
         (8, 240)

@@ -34,7 +34,7 @@ CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 CELLS = [
     "import torch\nfrom labkit.models import load_backbone\n"
     "from labkit.widgets import filter_browser, param_group_explorer, strategy_explorer\n"
-    "model = load_backbone('micro_resnet', verbose=False).model",
+    "model = load_backbone('efficientnet_lite0', verbose=False).model",
     "browser = filter_browser(model)\nbrowser",
     "explorer = param_group_explorer(model)\nexplorer",
     "plane = strategy_explorer(n_images=300)\nplane",

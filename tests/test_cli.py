@@ -18,7 +18,7 @@ def test_unknown_command_says_which_exist(capsys):
 
 def test_python_dash_m_labkit_runs():
     done = subprocess.run([sys.executable, "-m", "labkit", "--help"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "pretrain" in done.stdout
+    assert done.returncode == 0 and "probe" in done.stdout
 
 
 def test_every_command_points_at_a_function_and_build_tools_live_in_labkit_build():
@@ -26,8 +26,8 @@ def test_every_command_points_at_a_function_and_build_tools_live_in_labkit_build
 
     for name, (module, func, _) in COMMANDS.items():
         assert callable(getattr(importlib.import_module(module), func)), name
-    assert {COMMANDS[n][0] for n in ("bench", "pretrain", "make-datasets")} == {
-        "labkit.build.bench", "labkit.build.pretrain", "labkit.build"}
+    assert {COMMANDS[n][0] for n in ("bench", "probe", "make-datasets")} == {
+        "labkit.build.bench", "labkit.build.probe", "labkit.build"}
 
 
 def test_make_datasets_writes_to_the_checkouts_datasets_folder_by_default(monkeypatch):

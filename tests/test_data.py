@@ -20,7 +20,7 @@ from labkit.data import (
     scan_image_folder,
 )
 from labkit.heads import replace_head
-from labkit.models import build_micro_resnet, load_backbone
+from labkit.models import build_efficientnet_lite0, load_backbone
 
 
 def _png(path, colour=(200, 30, 30), size=(20, 16)):
@@ -36,8 +36,8 @@ def _folder(root, counts):
 
 
 @pytest.fixture(scope="module")
-def micro():
-    return load_backbone("micro_resnet", verbose=False)
+def offline_bb():
+    return load_backbone("efficientnet_lite0", input_size=64, verbose=False)
 
 
 # ----------------------------------------------------------------------------- preprocessing
@@ -49,12 +49,12 @@ def test_eval_transform_matches_torchvision_weights_transforms():
     assert torch.allclose(ours, theirs)
 
 
-def test_preprocessing_is_read_from_the_weights_not_hard_coded(micro):
-    p = get_preprocessing(micro)
-    assert p["crop_size"] == micro.meta["input_size"] == 64
-    assert p["mean"] == micro.weights.meta["mean"]
+def test_preprocessing_is_read_from_the_weights_not_hard_coded(offline_bb):
+    p = get_preprocessing(offline_bb)
+    assert p["crop_size"] == offline_bb.meta["input_size"] == 64
+    assert p["mean"] == offline_bb.weights.meta["mean"]
     assert get_preprocessing(ResNet18_Weights.DEFAULT)["mean"] == [0.485, 0.456, 0.406]
-    x = make_train_transform(micro)(Image.new("RGB", (200, 150), (255, 0, 0)))
+    x = make_train_transform(offline_bb)(Image.new("RGB", (200, 150), (255, 0, 0)))
     assert x.shape == (3, 64, 64)
     # a pure red image normalizes with the backbone's own mean/std
     assert torch.allclose(x[0], torch.full((64, 64), (1 - p["mean"][0]) / p["std"][0]), atol=1e-5)
@@ -142,35 +142,35 @@ def test_class_folder_without_images_is_dropped_with_a_warning(tmp_path):
     assert report.classes == ["cats", "dogs"]
 
 
-def test_greyscale_images_load_as_three_channels(micro):
-    ds = load_image_folder(get_bundled_dataset("cells") / "val", transform=micro.eval_transform, verbose=False)
+def test_greyscale_images_load_as_three_channels(offline_bb):
+    ds = load_image_folder(get_bundled_dataset("cells") / "val", transform=offline_bb.eval_transform, verbose=False)
     x, y = ds[0]
     assert x.shape == (3, 64, 64)
     assert ds.classes[y] == "dividing"
 
 
 # ----------------------------------------------------------------------------- loaders
-def test_bundled_loaders_give_the_number_of_classes_for_replace_head(micro):
-    dl = make_loaders("objects", backbone=micro, batch_size=16, max_per_class=30, verbose=False)
+def test_bundled_loaders_give_the_number_of_classes_for_replace_head(offline_bb):
+    dl = make_loaders("objects", backbone=offline_bb, batch_size=16, max_per_class=30, verbose=False)
     assert dl.classes == ["ball", "car", "fish", "flower", "house", "mug", "mushroom", "tree"]
     assert len(dl.train.dataset) == 8 * 30 and len(dl.val.dataset) == 8 * 20
     x, y = next(iter(dl.train))
     assert x.shape == (16, 3, 64, 64) and y.dtype == torch.int64
-    model = replace_head(build_micro_resnet(), dl.num_classes)
+    model = replace_head(build_efficientnet_lite0(), dl.num_classes)
     assert model(x).shape == (16, 8)
 
 
-def test_max_per_class_keeps_each_class_and_is_deterministic(micro):
-    a = make_loaders("cells", backbone=micro, max_per_class=5, seed=3, verbose=False)
-    b = make_loaders("cells", backbone=micro, max_per_class=5, seed=3, verbose=False)
+def test_max_per_class_keeps_each_class_and_is_deterministic(offline_bb):
+    a = make_loaders("cells", backbone=offline_bb, max_per_class=5, seed=3, verbose=False)
+    b = make_loaders("cells", backbone=offline_bb, max_per_class=5, seed=3, verbose=False)
     assert a.train.dataset.indices == b.train.dataset.indices
     targets = [a.train.dataset.dataset.targets[i] for i in a.train.dataset.indices]
     assert sorted(targets) == sorted([0, 1, 2, 3] * 5)
 
 
-def test_folder_without_split_is_split_per_class_without_overlap(tmp_path, micro):
+def test_folder_without_split_is_split_per_class_without_overlap(tmp_path, offline_bb):
     root = _folder(tmp_path / "photos", {"cats": 10, "dogs": 7})
-    dl = make_loaders(root, backbone=micro, val_fraction=0.2, verbose=False)
+    dl = make_loaders(root, backbone=offline_bb, val_fraction=0.2, verbose=False)
     tr, va = set(dl.train.dataset.indices), set(dl.val.dataset.indices)
     assert not tr & va and len(tr | va) == 17
     assert len(va) == 2 + 1  # 20% of each class (rounded down), at least one
@@ -182,9 +182,9 @@ def test_make_loaders_needs_the_backbone_preprocessing():
         make_loaders("objects")
 
 
-def test_make_loaders_unknown_source_is_a_clear_error(micro, tmp_path):
+def test_make_loaders_unknown_source_is_a_clear_error(offline_bb, tmp_path):
     with pytest.raises(FileNotFoundError, match="not a bundled dataset"):
-        make_loaders(str(tmp_path / "missing"), backbone=micro)
+        make_loaders(str(tmp_path / "missing"), backbone=offline_bb)
 
 
 def test_unknown_bundled_dataset_is_a_clear_error():
@@ -201,10 +201,10 @@ def test_torchvision_dataset_offline_names_the_bundled_alternative(tmp_path, mon
         load_torchvision_dataset("oxford_pets", root=tmp_path, split="val")
 
 
-def test_make_loaders_on_a_torchvision_dataset_offline_fails_clearly(tmp_path, monkeypatch, micro):
+def test_make_loaders_on_a_torchvision_dataset_offline_fails_clearly(tmp_path, monkeypatch, offline_bb):
     monkeypatch.setenv("LABKIT_OFFLINE", "1")
     with pytest.raises(DatasetUnavailableError, match="bundled dataset"):
-        make_loaders("flowers102", backbone=micro, data_root=tmp_path)
+        make_loaders("flowers102", backbone=offline_bb, data_root=tmp_path)
 
 
 def test_unknown_torchvision_dataset_is_a_clear_error():
@@ -212,8 +212,8 @@ def test_unknown_torchvision_dataset_is_a_clear_error():
         load_torchvision_dataset("cifar10")
 
 
-def test_no_warnings_on_the_bundled_datasets(micro):
+def test_no_warnings_on_the_bundled_datasets(offline_bb):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         for name in ("objects", "cells"):
-            make_loaders(name, backbone=micro, verbose=False)
+            make_loaders(name, backbone=offline_bb, verbose=False)

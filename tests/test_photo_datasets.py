@@ -57,12 +57,12 @@ def fake_flowers(tmp_path):
 
 
 @pytest.fixture
-def micro():
-    return load_backbone("micro_resnet", verbose=False)
+def offline_bb():
+    return load_backbone("efficientnet_lite0", input_size=64, verbose=False)
 
 
-def test_bundled_choice_gives_the_bundled_objects(micro):
-    data = load_lesson_data("bundled", backbone=micro, per_class=10, verbose=False)
+def test_bundled_choice_gives_the_bundled_objects(offline_bb):
+    data = load_lesson_data("bundled", backbone=offline_bb, per_class=10, verbose=False)
     assert data.num_classes == 8
     assert len(data.train.dataset) == 80
     assert data.train.dataset[0][0].shape == (3, 64, 64)
@@ -115,54 +115,54 @@ def test_pets_loaders_split_the_chosen_breeds_per_class(fake_pets, capsys):
     assert "using the copy in" in out and "30 training and 15 validation photos" in out
 
 
-def test_photos_folder_comes_from_labkit_photos_when_not_given(fake_pets, micro, monkeypatch):
+def test_photos_folder_comes_from_labkit_photos_when_not_given(fake_pets, offline_bb, monkeypatch):
     monkeypatch.setenv("LABKIT_PHOTOS", str(fake_pets))
-    data = load_lesson_data("pets", backbone=micro, per_class=4, val_per_class=2, verbose=False)
+    data = load_lesson_data("pets", backbone=offline_bb, per_class=4, val_per_class=2, verbose=False)
     assert data.num_classes == 5 and len(data.train.dataset) == 20
 
 
-def test_where_the_photos_come_from_is_said_even_when_quiet(fake_pets, micro, capsys):
-    load_lesson_data("pets", backbone=micro, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
+def test_where_the_photos_come_from_is_said_even_when_quiet(fake_pets, offline_bb, capsys):
+    load_lesson_data("pets", backbone=offline_bb, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
     out = capsys.readouterr().out
     assert "Oxford-IIIT Pet: using the copy in" in out and "training and" not in out
 
 
-def test_pets_split_is_the_same_for_the_same_seed(fake_pets, micro):
-    a = load_lesson_data("pets", backbone=micro, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
-    b = load_lesson_data("pets", backbone=micro, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
-    c = load_lesson_data("pets", backbone=micro, root=fake_pets, per_class=4, val_per_class=2, seed=1, verbose=False)
+def test_pets_split_is_the_same_for_the_same_seed(fake_pets, offline_bb):
+    a = load_lesson_data("pets", backbone=offline_bb, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
+    b = load_lesson_data("pets", backbone=offline_bb, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
+    c = load_lesson_data("pets", backbone=offline_bb, root=fake_pets, per_class=4, val_per_class=2, seed=1, verbose=False)
     assert a.train.dataset.samples == b.train.dataset.samples
     assert a.train.dataset.samples != c.train.dataset.samples
 
 
-def test_pets_with_chosen_classes_and_fewer_photos_than_asked_warn(fake_pets, micro):
+def test_pets_with_chosen_classes_and_fewer_photos_than_asked_warn(fake_pets, offline_bb):
     with pytest.warns(UserWarning, match="fewer photos than asked for"):
-        data = load_lesson_data("pets", backbone=micro, root=fake_pets, classes=["beagle", "Pug"], per_class=50,
+        data = load_lesson_data("pets", backbone=offline_bb, root=fake_pets, classes=["beagle", "Pug"], per_class=50,
                                 verbose=False)
     assert data.classes == ["Beagle", "Pug"]
     assert len(data.train.dataset) + len(data.val.dataset) == 24
 
 
-def test_unknown_class_is_refused_with_examples(fake_pets, micro):
+def test_unknown_class_is_refused_with_examples(fake_pets, offline_bb):
     with pytest.raises(ValueError, match="class 'Dalmatian' is not in this dataset"):
-        load_lesson_data("pets", backbone=micro, root=fake_pets, classes=["Dalmatian", "Pug"], verbose=False)
+        load_lesson_data("pets", backbone=offline_bb, root=fake_pets, classes=["Dalmatian", "Pug"], verbose=False)
 
 
-def test_flowers_read_from_torchvisions_layout_with_flower_names(fake_flowers, micro):
-    data = load_lesson_data("flowers", backbone=micro, root=fake_flowers, per_class=5, val_per_class=3, verbose=False)
+def test_flowers_read_from_torchvisions_layout_with_flower_names(fake_flowers, offline_bb):
+    data = load_lesson_data("flowers", backbone=offline_bb, root=fake_flowers, per_class=5, val_per_class=3, verbose=False)
     assert data.classes == [Flowers102.classes[i] for i in (53, 73, 72, 76, 55)]
     assert len(data.train.dataset) == 25 and len(data.val.dataset) == 15
     image, label = data.train.dataset[0]
     assert image.shape == (3, 64, 64) and 0 <= label < 5
 
 
-def test_explicit_real_set_fails_loudly_offline(tmp_path, micro, monkeypatch):
+def test_explicit_real_set_fails_loudly_offline(tmp_path, offline_bb, monkeypatch):
     monkeypatch.setenv("LABKIT_OFFLINE", "1")
     with pytest.raises(DatasetUnavailableError, match="LABKIT_OFFLINE=1 allows no download"):
-        load_lesson_data("pets", backbone=micro, root=tmp_path, verbose=False)
+        load_lesson_data("pets", backbone=offline_bb, root=tmp_path, verbose=False)
 
 
-def test_auto_in_colab_falls_back_to_bundled_when_the_download_fails(tmp_path, micro, monkeypatch, capsys):
+def test_auto_in_colab_falls_back_to_bundled_when_the_download_fails(tmp_path, offline_bb, monkeypatch, capsys):
     monkeypatch.delenv("LABKIT_DATA", raising=False)
     monkeypatch.delenv("LABKIT_OFFLINE", raising=False)
     monkeypatch.setitem(sys.modules, "google.colab", type(sys)("google.colab"))
@@ -170,7 +170,7 @@ def test_auto_in_colab_falls_back_to_bundled_when_the_download_fails(tmp_path, m
         monkeypatch.setenv(var, "http://127.0.0.1:9")  # a closed port: every download fails at once
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
-    data = load_lesson_data("auto", backbone=micro, root=tmp_path, per_class=5)
+    data = load_lesson_data("auto", backbone=offline_bb, root=tmp_path, per_class=5)
     assert data.num_classes == 8
     out = capsys.readouterr().out
     assert "downloading Oxford Flowers-102: 345 MB" in out

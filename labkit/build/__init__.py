@@ -1,15 +1,11 @@
 """Course-building tools, for maintainers: not part of what the lessons teach.
 
-* :mod:`labkit.build.synth`: the procedural images behind the micro-backbone's pretraining
-  and the bundled ``objects`` and ``cells`` datasets (``python -m labkit make-datasets``).
+* :mod:`labkit.build.synth`: the procedural images of the bundled ``objects`` and ``cells``
+  datasets (``python -m labkit make-datasets``).
 * :mod:`labkit.build.medical`: the bundled ``slides`` dataset of lesson 05.
-* :mod:`labkit.build.fractals`: FractalDB-style fractal images on dead-leaves backdrops.
-* :mod:`labkit.build.contours`: formula-driven contour images, one class or several per image.
-* :mod:`labkit.build.ica`: first-layer filters by independent component analysis of image patches.
-* :mod:`labkit.build.pretrain`: the deterministic pretraining of the bundled micro-backbone
-  (``python -m labkit pretrain``).
-* :mod:`labkit.build.probe`: the real-image check of the micro-backbone on scikit-learn's
-  digits (``python -m labkit probe``).
+* :mod:`labkit.build.probe`: the real-image check of the offline backbone's features
+  (``python -m labkit probe``).
+* :mod:`labkit.build.rehearse`: the Colab rehearsal (``python -m labkit rehearse``).
 * :mod:`labkit.build.bench`: the frozen-vs-full timing benchmark (``python -m labkit bench``).
 
 Nothing here is imported by ``import labkit``.

@@ -1,21 +1,26 @@
-"""Real-image check of the micro-backbone: a linear probe on scikit-learn's handwritten digits.
+"""Real-image check of a backbone's features: pretrained vs random init vs raw pixels.
 
-The bundled micro-backbone is pretrained on images drawn by labkit's own code, so it is easy
-to fool ourselves about what it has learned. This module measures it on images nobody here
-drew: scikit-learn's 1,797 handwritten digits (8x8 greyscale), upsampled to 64 px (bilinear)
-and copied to 3 channels. For each of several label draws, ``per_class`` labelled images per
-class train a logistic-regression probe on frozen pooled features (``avgpool`` output, 512
-numbers) and the other images score it. Three arms see the same draws: the pretrained
-backbone, the same network at random initialisation, and the raw pixels.
+Offline, the course's backbone is EfficientNet-Lite0 with ImageNet weights. This module checks
+on images nobody here drew that its features carry over: a linear probe on frozen pooled
+features (the input of the classifier head), for three real-image tasks that packages ship:
 
-It also checks that ``conv1`` has structure beyond smoothness: labkit's Gabor-likeness of the
-real filters against their phase-randomized surrogates (each filter keeps its amplitude
-spectrum, its phases are drawn at random) and against blurred white noise.
+* ``digits``: scikit-learn's 1,797 handwritten digits (8x8 greyscale), upsampled bilinearly and
+  copied to 3 channels;
+* ``photo_crops``: which photo a random crop came from, over scikit-image's and scikit-learn's
+  sample photographs (one class per photo);
+* ``faces``: scikit-image's LFW subset, 100 face and 100 non-face greyscale patches.
 
-    python -m labkit.build.probe                        # the bundled weights
-    python -m labkit.build.probe --weights-file X.pt    # another weights file
+For each of several label draws, ``per_class`` labelled images per class train a
+logistic-regression probe and the other images score it. Three arms see the same draws: the
+pretrained backbone, the same architecture at random initialisation, and the raw pixels.
 
-Real images are for evaluation only; they never enter pretraining.
+It also reports the first conv layer's structure against controls: labkit's Gabor-likeness
+of the real filters, their phase-randomized surrogates and blurred white noise.
+
+    python -m labkit probe                         # EfficientNet-Lite0, the offline backbone
+    python -m labkit probe --backbone resnet18     # torchvision's (needs its weights cached)
+
+Real images are for evaluation only; nothing trains on them but the probe itself.
 """
 from __future__ import annotations
 
@@ -31,11 +36,15 @@ import torch.nn.functional as F
 
 __all__ = [
     "ARMS",
+    "PHOTOS",
+    "TASKS",
     "ProbeResult",
     "load_digit_images",
+    "load_photo_crops",
+    "load_face_patches",
     "extract_pooled_features",
     "probe_accuracies",
-    "measure_digits_probe",
+    "measure_probe",
     "phase_randomize",
     "blurred_noise",
     "measure_filter_controls",
@@ -81,30 +90,35 @@ def load_digit_images(*, size: int = 64) -> tuple[torch.Tensor, np.ndarray]:
 
 @torch.no_grad()
 def extract_pooled_features(model: torch.nn.Module, images: torch.Tensor, *, mean, std,
-                            batch_size: int = 256) -> np.ndarray:
-    """The model's pooled features (the input of ``fc``) for images in [0, 1], as a numpy array.
+                            batch_size: int = 128) -> np.ndarray:
+    """The model's pooled features (the input of its classifier head) for images in [0, 1], as numpy.
 
-    The model is not changed: ``fc`` is bypassed with a forward hook on ``avgpool``.
+    The model is not changed: a forward pre-hook on the head (found by ``labkit.get_head``)
+    records what enters it; the model's training mode is restored afterwards.
 
     Args:
-        model: a torchvision ResNet (``avgpool`` and ``fc``), e.g. the micro-backbone.
+        model: any classifier labkit can find the head of (torchvision or timm).
         images: N x 3 x H x W floats in [0, 1].
         mean, std: the per-channel normalisation the weights were trained with.
         batch_size: images per forward pass.
 
     Example:
-        >>> from labkit.models import build_micro_resnet
-        >>> extract_pooled_features(build_micro_resnet(3), torch.rand(2, 3, 64, 64), mean=[.5] * 3, std=[.2] * 3).shape
+        >>> import torchvision
+        >>> m = torchvision.models.resnet18(weights=None)
+        >>> extract_pooled_features(m, torch.rand(2, 3, 64, 64), mean=[.5] * 3, std=[.2] * 3).shape
         (2, 512)
     """
-    if not hasattr(model, "avgpool"):
-        raise TypeError(f"extract_pooled_features expects a torchvision ResNet (with .avgpool), got {type(model).__name__}.")
+    from labkit.heads import get_head
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"extract_pooled_features expects an nn.Module classifier, got {type(model).__name__}.")
     if images.dim() != 4 or images.shape[1] != 3:
         raise ValueError(f"images must be N x 3 x H x W, got shape {tuple(images.shape)}.")
+    head = get_head(model)
     m = torch.as_tensor(mean, dtype=torch.float32)[:, None, None]
     s = torch.as_tensor(std, dtype=torch.float32)[:, None, None]
     grabbed: list[torch.Tensor] = []
-    hook = model.avgpool.register_forward_hook(lambda mod, inp, out: grabbed.append(out.flatten(1)))
+    hook = head.register_forward_pre_hook(lambda mod, inp: grabbed.append(inp[0].flatten(1)))
     was_training = model.training
     model.eval()
     try:
@@ -114,6 +128,71 @@ def extract_pooled_features(model: torch.nn.Module, images: torch.Tensor, *, mea
         hook.remove()
         model.train(was_training)
     return torch.cat(grabbed).numpy()
+
+
+#: scikit-image's and scikit-learn's sample photographs: one class each in ``photo_crops``.
+PHOTOS = ("skimage:astronaut", "skimage:chelsea", "skimage:coffee", "skimage:rocket", "skimage:stereo_motorcycle",
+          "skimage:immunohistochemistry", "skimage:hubble_deep_field", "sklearn:china.jpg", "sklearn:flower.jpg")
+
+
+def _read_photo(name: str) -> np.ndarray:
+    source, _, key = name.partition(":")
+    if source == "skimage":
+        from skimage import data
+
+        image = getattr(data, key)()
+        return np.asarray(image[0] if isinstance(image, tuple) else image)[..., :3]  # stereo pairs: the left
+    from sklearn.datasets import load_sample_image
+
+    return np.asarray(load_sample_image(key))
+
+
+def load_photo_crops(*, size: int = 64, per_photo: int = 60, crop: int = 96, seed: int = 0
+                     ) -> tuple[torch.Tensor, np.ndarray]:
+    """Random ``crop`` x ``crop`` crops of the sample photographs, resized to ``size``; the label is the photo.
+
+    Example:
+        >>> x, y = load_photo_crops(size=16, per_photo=3)
+        >>> tuple(x.shape), int(y.max())
+        ((27, 3, 16, 16), 8)
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8 pixels, got {size!r}.")
+    _need_sklearn()
+    rng = np.random.default_rng(seed)
+    xs, ys = [], []
+    for label, name in enumerate(PHOTOS):
+        img = torch.from_numpy(_read_photo(name).copy()).permute(2, 0, 1).float() / 255.0
+        h, w = img.shape[1:]
+        for _ in range(per_photo):
+            top, left = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+            xs.append(img[:, top:top + crop, left:left + crop])
+            ys.append(label)
+    x = F.interpolate(torch.stack(xs), size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x.clamp(0.0, 1.0), np.asarray(ys, dtype=np.int64)
+
+
+def load_face_patches(*, size: int = 64) -> tuple[torch.Tensor, np.ndarray]:
+    """scikit-image's LFW subset: 100 face and 100 non-face 25x25 greyscale patches; label 1 is a face.
+
+    Example:
+        >>> x, y = load_face_patches(size=32)
+        >>> tuple(x.shape), int(y.sum())
+        ((200, 3, 32, 32), 100)
+    """
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8 pixels, got {size!r}.")
+    from skimage import data
+
+    x = torch.tensor(np.asarray(data.lfw_subset()), dtype=torch.float32)[:, None]
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
+    return x.repeat(1, 3, 1, 1), np.repeat(np.array([1, 0], dtype=np.int64), 100)
+
+
+#: The probe's real-image tasks: name -> loader(size) -> (images, labels).
+TASKS = {"digits": lambda size: load_digit_images(size=size),
+         "photo_crops": lambda size: load_photo_crops(size=size),
+         "faces": lambda size: load_face_patches(size=size)}
 
 
 def _draw(labels: np.ndarray, per_class: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -163,12 +242,13 @@ def probe_accuracies(features: np.ndarray, labels: np.ndarray, *, per_class: int
 
 @dataclass(frozen=True)
 class ProbeResult:
-    """The digits probe: per-seed accuracies of each arm and the two paired differences.
+    """One probe task: per-seed accuracies of each arm and the two paired differences.
 
-    Fields: ``accuracies`` ({arm: [val accuracy per label draw]}), ``per_class``, ``seeds``,
+    Fields: ``task``, ``accuracies`` ({arm: [val accuracy per label draw]}), ``per_class``, ``seeds``,
     ``vs_random`` and ``vs_raw`` (``labkit.stats.PairedDifference``, pretrained minus the arm).
     """
 
+    task: str
     accuracies: dict
     per_class: int
     seeds: tuple
@@ -180,7 +260,7 @@ class ProbeResult:
         return float(np.mean(self.accuracies[arm]))
 
     def to_dict(self) -> dict:
-        return {"per_class": self.per_class, "seeds": list(self.seeds),
+        return {"task": self.task, "per_class": self.per_class, "seeds": list(self.seeds),
                 "mean": {a: round(self.mean(a), 4) for a in ARMS},
                 "se": {a: round(float(np.std(self.accuracies[a], ddof=1) / np.sqrt(len(self.seeds))), 4)
                        for a in ARMS},
@@ -188,50 +268,54 @@ class ProbeResult:
                 "pretrained_minus_raw": {"diff": round(self.vs_raw.mean, 4), "se": round(self.vs_raw.se, 4)}}
 
 
-def _random_init(num_classes: int, seed: int) -> torch.nn.Module:
-    from labkit.models import build_micro_resnet
+def _backbones(name: str, init_seed: int):
+    from labkit.models import load_backbone
 
-    torch.manual_seed(seed)
-    return build_micro_resnet(num_classes)
+    pretrained = load_backbone(name, verbose=False)
+    torch.manual_seed(init_seed)
+    random_init = load_backbone(name, pretrained=False, verbose=False)
+    return pretrained, random_init
 
 
-def measure_digits_probe(weights_file: str | Path | None = None, *, per_class: int = 10,
-                         seeds: Iterable[int] = range(10), init_seed: int = 0, C: float = 0.1,
-                         images=None) -> ProbeResult:
-    """The digits probe for a micro-backbone weights file: pretrained vs random init vs raw pixels.
+def measure_probe(backbone: str = "efficientnet_lite0", *, task: str = "digits", per_class: int = 10,
+                  seeds: Iterable[int] = range(10), init_seed: int = 0, C: float = 0.1, images=None,
+                  models=None) -> ProbeResult:
+    """One real-image probe task for a backbone: pretrained vs random init vs raw pixels.
 
     Args:
-        weights_file: a ``.pt`` written by ``python -m labkit pretrain`` (its ``.json`` beside
-            it); default: the bundled weights.
+        backbone: a name :func:`labkit.models.load_backbone` takes (offline: EfficientNet-Lite0).
+        task: a key of :data:`TASKS` (``"digits"``, ``"photo_crops"``).
         per_class: labelled images per class for each draw.
         seeds: label draws (the same draws for every arm).
         init_seed: torch seed of the random-init network.
         C: inverse regularisation of the logistic regression.
-        images: ``(x, y)`` to use instead of :func:`load_digit_images` (tests pass small ones).
+        images: ``(x, y)`` to use instead of the task's loader (tests pass small ones).
+        models: ``(pretrained, random_init)`` Backbones, to reuse across tasks.
 
     Example:
-        >>> r = measure_digits_probe(seeds=range(3))
+        >>> r = measure_probe(seeds=range(3))
         >>> sorted(r.accuracies) == sorted(ARMS)
         True
     """
-    from labkit.models import load_backbone
     from labkit.stats import paired_difference
 
+    if task not in TASKS:
+        raise ValueError(f"measure_probe expected task to be one of {sorted(TASKS)}, got {task!r}.")
     seeds = tuple(int(s) for s in seeds)
     if len(seeds) < 2:
-        raise ValueError(f"measure_digits_probe needs at least 2 label draws for a standard error, got seeds={seeds}.")
-    x, y = load_digit_images(size=64) if images is None else images
-    bb = load_backbone("micro_resnet", weights_file=weights_file, verbose=False)
-    mean, std = bb.meta["mean"], bb.meta["std"]
+        raise ValueError(f"measure_probe needs at least 2 label draws for a standard error, got seeds={seeds}.")
+    pretrained, random_init = models if models is not None else _backbones(backbone, init_seed)
+    size = pretrained.meta["input_size"]
+    x, y = TASKS[task](size) if images is None else images
+    mean, std = pretrained.meta["mean"], pretrained.meta["std"]
     feats = {
-        "pretrained": extract_pooled_features(bb.model, x, mean=mean, std=std),
-        "random_init": extract_pooled_features(_random_init(bb.model.fc.out_features, init_seed), x,
-                                               mean=mean, std=std),
-        "raw_pixels": x[:, 0].flatten(1).numpy(),
+        "pretrained": extract_pooled_features(pretrained.model, x, mean=mean, std=std),
+        "random_init": extract_pooled_features(random_init.model, x, mean=mean, std=std),
+        "raw_pixels": F.interpolate(x, size=(32, 32), mode="bilinear", antialias=True).flatten(1).numpy(),
     }
     acc = {arm: probe_accuracies(f, y, per_class=per_class, seeds=seeds, C=C) for arm, f in feats.items()}
     return ProbeResult(
-        accuracies=acc, per_class=per_class, seeds=seeds,
+        task=task, accuracies=acc, per_class=per_class, seeds=seeds,
         vs_random=paired_difference(acc["pretrained"], acc["random_init"], names=("pretrained", "random init")),
         vs_raw=paired_difference(acc["pretrained"], acc["raw_pixels"], names=("pretrained", "raw pixels")),
     )
@@ -261,7 +345,7 @@ def phase_randomize(weight: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
     return torch.fft.ifft2(spec.abs() * torch.exp(1j * phase)).real.to(torch.float32)
 
 
-def blurred_noise(shape=(64, 3, 7, 7), *, sigma: float = 1.5, seed: int = 0) -> torch.Tensor:
+def blurred_noise(shape=(32, 3, 3, 3), *, sigma: float = 1.5, seed: int = 0) -> torch.Tensor:
     """White noise blurred with a Gaussian of ``sigma`` pixels (zero padding): smooth filters with no structure.
 
     Example:
@@ -282,7 +366,7 @@ def blurred_noise(shape=(64, 3, 7, 7), *, sigma: float = 1.5, seed: int = 0) -> 
 
 
 def measure_filter_controls(weight: torch.Tensor, *, seeds: Iterable[int] = range(5), sigma: float = 1.5) -> dict:
-    """Mean Gabor-likeness of conv1 filters, their phase-randomized surrogates and blurred noise.
+    """Mean Gabor-likeness of first-layer filters, their phase-randomized surrogates and blurred noise.
 
     Surrogates and noise are averaged over ``seeds``. ``gap`` is real minus surrogates.
 
@@ -304,40 +388,45 @@ def measure_filter_controls(weight: torch.Tensor, *, seeds: Iterable[int] = rang
 
 
 def format_report(probe: ProbeResult, controls: dict | None = None, *, title: str = "") -> str:
-    """The printed table: mean ± standard error per arm, the paired differences, the conv1 controls."""
+    """The printed table: mean ± standard error per arm, the paired differences, the first-layer controls."""
     n = len(probe.seeds)
     lines = [title] if title else []
-    lines += [f"digits probe: {probe.per_class} labelled images per class, {n} label draws, "
+    lines += [f"{probe.task} probe: {probe.per_class} labelled images per class, {n} label draws, "
               "logistic regression on frozen pooled features",
               "| features | val accuracy | se |", "|---|---|---|"]
-    names = {"pretrained": "micro-backbone, pretrained", "random_init": "same network, random init",
-             "raw_pixels": "raw pixels"}
+    names = {"pretrained": "pretrained", "random_init": "same network, random init",
+             "raw_pixels": "raw pixels (32x32)"}
     for arm in ARMS:
         a = probe.accuracies[arm]
         lines.append(f"| {names[arm]} | {np.mean(a):.3f} | {np.std(a, ddof=1) / np.sqrt(n):.3f} |")
     lines += [str(probe.vs_random), str(probe.vs_raw)]
     if controls is not None:
-        lines.append(f"conv1 Gabor-likeness: real {controls['real']:.3f}, phase-randomized surrogates "
+        lines.append(f"first-layer Gabor-likeness: real {controls['real']:.3f}, phase-randomized surrogates "
                      f"{controls['phase_randomized']:.3f} (gap {controls['gap']:+.3f}), blurred white noise "
                      f"{controls['blurred_noise']:.3f}")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m labkit.build.probe [--weights-file X.pt] [--per-class 10] [--draws 10]``"""
-    p = argparse.ArgumentParser(prog="python -m labkit.build.probe", description=__doc__.splitlines()[0])
-    p.add_argument("--weights-file", default=None, help="a micro-backbone .pt (default: the bundled one)")
+    """``python -m labkit probe [--backbone efficientnet_lite0] [--per-class 10] [--draws 10]``"""
+    p = argparse.ArgumentParser(prog="python -m labkit probe", description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", default="efficientnet_lite0", help="a load_backbone name (default: the offline one)")
     p.add_argument("--per-class", type=int, default=10, help="labelled images per class")
     p.add_argument("--draws", type=int, default=10, help="label draws (seeds 0..N-1)")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from labkit.models import load_backbone
+    from labkit.filters import first_conv
 
-    probe = measure_digits_probe(a.weights_file, per_class=a.per_class, seeds=range(a.draws))
-    weight = load_backbone("micro_resnet", weights_file=a.weights_file, verbose=False).model.conv1.weight
-    print(format_report(probe, measure_filter_controls(weight),
-                        title=f"weights: {a.weights_file or 'bundled micro_resnet'}"))
+    models = _backbones(a.backbone, 0)
+    print(f"backbone: {models[0].describe()}")
+    for task in TASKS:
+        probe = measure_probe(a.backbone, task=task, per_class=a.per_class, seeds=range(a.draws), models=models)
+        print(format_report(probe))
+        print()
+    name, conv = first_conv(models[0].model)
+    weight = conv.weight
+    print(f"first-layer controls ({name}, {tuple(weight.shape)}): {measure_filter_controls(weight)}")
     return 0
 
 
