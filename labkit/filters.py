@@ -1,7 +1,9 @@
 """Look at convolution filters: grids, Gabor and Sobel banks, a Gabor-likeness score, drift.
 
 A pretrained first layer holds oriented edge detectors and colour-opponent blobs; a
-randomly initialised one holds noise. The functions here make that visible and measurable.
+randomly initialised one holds noise. The functions here make that visible and measurable:
+``gabor_likeness`` for kernels of 5x5 and larger, ``gradient_share`` and ``colour_separability``
+for small ones such as EfficientNet's 3x3 stem (read every score beside controls).
 
 Every ``source`` argument accepts a model (its first ``nn.Conv2d`` in registration order is
 used), a conv module, a 4-D weight tensor (filters x input channels x height x width) or a
@@ -37,6 +39,8 @@ __all__ = [
     "find_matches",
     "Matches",
     "gabor_likeness",
+    "gradient_share",
+    "colour_separability",
     "match_filters",
     "compare_filters",
     "filter_drift",
@@ -120,6 +124,12 @@ def _weight_of(source: Source, what: str = "source") -> tuple[str, torch.Tensor]
             f"{what} must be a 4-D weight (filters x input channels x height x width); "
             f"got a {weight.dim()}-D tensor of shape {tuple(weight.shape)}. "
             "Pass a conv layer's weight, e.g. model.conv1.weight."
+        )
+    if 0 in weight.shape:
+        raise ValueError(
+            f"{what} has no filters to show or score: got a weight of shape {tuple(weight.shape)}; expected "
+            "N x C x H x W with every size at least 1. Fix: pass a non-empty weight (check the slice or index "
+            "that picked the filters)."
         )
     return name, weight.detach().to("cpu", torch.float32).clone()
 
@@ -563,7 +573,9 @@ def gabor_likeness(weight: Source) -> torch.Tensor:
     The score is the square root of the share of the filter's pattern that the best kernel
     explains: 1 is exactly a bank kernel, random 7x7 colour filters land near 0.33.
 
-    It is made for first-layer kernels of 5x5 and larger: on 3x3 kernels even noise scores high.
+    It is made for first-layer kernels of 5x5 and larger: on 3x3 kernels even noise scores high
+    (random 3x3 colour filters land near 0.65, and smooth noise scores as high as learned filters),
+    so for 3x3 stems use :func:`gradient_share` and :func:`colour_separability` beside controls.
     A filter that is flat in space (a pure colour detector) scores 0.
 
     Args:
@@ -579,6 +591,77 @@ def gabor_likeness(weight: Source) -> torch.Tensor:
         tensor(0.3365)
     """
     return find_matches(weight).scores
+
+
+def _ramps(h: int, w: int) -> torch.Tensor:
+    """The two unit-norm linear ramps (left-to-right, top-to-bottom) of an h x w kernel: 2 x (h*w)."""
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32) - (h - 1) / 2,
+                            torch.arange(w, dtype=torch.float32) - (w - 1) / 2, indexing="ij")
+    ramps = torch.stack([xs.flatten(), ys.flatten()])
+    return ramps / ramps.norm(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def gradient_share(weight: Source) -> torch.Tensor:
+    """How much of each filter is an oriented brightness (or colour) gradient: one share in [0, 1].
+
+    Each input channel's flat average is removed; the share is the part of the remaining energy
+    that lies in the two linear ramps (left-to-right and top-to-bottom, so any orientation), the
+    smooth first-derivative part that a Sobel kernel picks up. A pure ramp scores 1; white noise
+    scores 2 / (h*w - 1) on average (0.25 on 3x3), and smooth noise scores high, so read it beside
+    controls. Works on any kernel of at least 2x2; a filter that is flat in space scores 0.
+
+    Args:
+        weight: a model (its first conv), a conv layer, a 4-D weight tensor or a state dict.
+
+    Returns:
+        A float tensor with one share per filter.
+
+    Example:
+        >>> gradient_share(sobel_kernels())
+        tensor([0.8889, 0.8889])
+    """
+    _, w4 = _weight_of(weight, "weight")
+    n, c, h, w = w4.shape
+    if min(h, w) < 2:
+        raise ValueError(f"gradient_share needs kernels of at least 2x2; these filters are {h}x{w} "
+                         "(a 1x1 conv mixes channels and has no spatial pattern).")
+    x = w4.flatten(2)
+    x = x - x.mean(dim=2, keepdim=True)
+    energy = x.pow(2).sum(dim=(1, 2))
+    along = (x @ _ramps(h, w).T).pow(2).sum(dim=(1, 2))
+    flat = energy <= 1e-12 * w4.flatten(1).pow(2).sum(dim=1).clamp_min(1e-30)
+    return torch.where(flat, torch.zeros_like(energy), (along / energy.clamp_min(1e-30)).clamp(0.0, 1.0))
+
+
+def colour_separability(weight: Source) -> torch.Tensor:
+    """How well each filter is one spatial pattern times one colour: one share in [0, 1].
+
+    Write a filter as a matrix, input channels by pixels. A grey edge (the same pattern in every
+    channel) and a colour-opponent blob (one pattern, + in red and - in green) are both that
+    matrix's first singular component alone; the share is that component's part of the filter's
+    energy (flat averages included). Random 3-channel filters land near 0.58 on 3x3 and lower on
+    bigger kernels; a share near 1 means colour and space were chosen together, not channel by channel.
+
+    Args:
+        weight: a model (its first conv), a conv layer, a 4-D weight tensor or a state dict, with
+            at least 2 input channels.
+
+    Returns:
+        A float tensor with one share per filter (0 for an all-zero filter).
+
+    Example:
+        >>> edge = sobel_kernels()[:1]
+        >>> colour_separability(torch.cat([edge, -edge, 0.5 * edge], dim=1))   # one pattern, three colours
+        tensor([1.0000])
+    """
+    _, w4 = _weight_of(weight, "weight")
+    n, c, h, w = w4.shape
+    if c < 2:
+        raise ValueError(f"colour_separability needs filters with at least 2 input channels (colour); these have {c}. "
+                         "Fix: score an RGB layer such as a model's first conv.")
+    s = torch.linalg.svdvals(w4.flatten(2).double())
+    total = s.pow(2).sum(dim=1)
+    return torch.where(total > 0, s[:, 0].pow(2) / total.clamp_min(1e-300), torch.zeros_like(total)).float()
 
 
 def match_filters(weight: Source, bank=None, *, ncols: int = 8, max_filters: int | None = 64) -> Figure:

@@ -245,7 +245,8 @@ def preprocessing_table(weights: Iterable) -> list[dict]:
     """What each set of weights expects as input: resize, crop, interpolation, mean, std.
 
     Args:
-        weights: torchvision weights enum members (``ViT_B_16_Weights.DEFAULT`` ...), or labkit micro weights.
+        weights: torchvision weights enum members (``ViT_B_16_Weights.DEFAULT`` ...), or the offline
+            backbone's ``labkit.models.lite0_weights()`` (anything ``labkit.data.get_preprocessing`` reads).
 
     Example:
         >>> from torchvision.models import EfficientNet_B0_Weights

@@ -12,6 +12,7 @@ import torchvision
 from torch import nn
 
 from labkit.filters import (
+    colour_separability,
     compare_filters,
     conv_layers,
     filter_drift,
@@ -19,6 +20,7 @@ from labkit.filters import (
     first_conv,
     gabor_bank,
     gabor_likeness,
+    gradient_share,
     match_filters,
     plot_filter,
     plot_filter_drift,
@@ -469,22 +471,87 @@ def test_plot_filter_drift_draws_one_bar_per_filter_per_run(resnet18):
     assert len(single.axes[0].patches) == 64
 
 
-# --------------------------------------------------------------------------- the bundled micro-backbone
+# --------------------------------------------------------------------------- the offline backbone (EfficientNet-Lite0, ImageNet)
 
 
-def _micro_models():
-    models = pytest.importorskip("labkit.models", reason="labkit.models (the bundled micro-backbone) is not written yet")
-    if not (models.WEIGHTS_DIR / f"{models.MICRO_NAME}.json").exists():
-        pytest.skip(f"the micro-backbone weights are not built yet ({models.WEIGHTS_DIR}); "
-                    "`python -m labkit pretrain` writes them")
-    return models
+def _offline_models():
+    return pytest.importorskip("labkit.models", reason="labkit.models is not importable")
 
 
-def test_pretrained_micro_backbone_conv1_is_clearly_more_gabor_like_than_random():
-    models = _micro_models()
-    pretrained = models.load_backbone(models.MICRO_NAME, verbose=False).model
-    random_init = models.build_micro_resnet()
-    pre, rand = gabor_likeness(pretrained).mean().item(), gabor_likeness(random_init).mean().item()
-    assert first_conv(pretrained)[0] == "conv1"
-    assert rand < 0.45
-    assert pre > rand + 0.2, f"pretrained {pre:.3f} vs random {rand:.3f}"
+def _live(weight):
+    """The filters whose weights are not ~0 (EfficientNet-Lite0's stem has dead ones)."""
+    norms = weight.flatten(1).norm(dim=1)
+    return weight[norms > 1e-3 * norms.median()]
+
+
+def test_offline_backbone_stem_is_clearly_more_colour_separable_than_random_init():
+    models = _offline_models()
+    try:
+        pretrained = models.load_backbone("efficientnet_lite0", verbose=False).model
+    except models.BackboneUnavailableError as e:
+        pytest.skip(f"the offline backbone's weights are not installed: {e}")
+    name, conv = first_conv(pretrained)
+    assert name == "conv_stem" and tuple(conv.weight.shape) == (32, 3, 3, 3)
+    live = _live(conv.weight.detach())
+    assert len(live) == 28  # 4 of the 32 stem filters are dead (weights ~0)
+    pre = colour_separability(live).mean().item()
+    rand = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        rand.append(colour_separability(models.build_efficientnet_lite0()).mean().item())
+    assert max(rand) < 0.65, rand
+    assert pre > max(rand) + 0.25, f"pretrained {pre:.3f} vs random init {rand}"
+
+
+def test_gabor_likeness_cannot_tell_the_offline_stem_from_smooth_noise():
+    """Documents why lesson 02 does not lean on Gabor-likeness for 3x3 stems."""
+    models = _offline_models()
+    try:
+        pretrained = models.load_backbone("efficientnet_lite0", verbose=False).model
+    except models.BackboneUnavailableError as e:
+        pytest.skip(f"the offline backbone's weights are not installed: {e}")
+    live = _live(first_conv(pretrained)[1].weight.detach())
+    g = torch.Generator().manual_seed(0)
+    smooth = torch.nn.functional.avg_pool2d(torch.randn(400, 3, 5, 5, generator=g), 3, stride=1)  # 3x3, smooth
+    assert abs(gabor_likeness(live).mean().item() - gabor_likeness(smooth).mean().item()) < 0.1
+
+
+# --------------------------------------------------------------------------- empty input, 3x3 measures
+
+
+@pytest.mark.parametrize("fn", [plot_filters, gabor_likeness, compare_filters, gradient_share, colour_separability])
+def test_empty_weight_raises_one_line_error_naming_shape_and_fix(fn):
+    empty = torch.empty(0, 3, 7, 7)
+    source = {"empty": empty} if fn is compare_filters else empty
+    with pytest.raises(ValueError, match=r"no filters.*shape \(0, 3, 7, 7\); expected N x C x H x W.*Fix: pass a non-empty"):
+        fn(source)
+
+
+def test_gradient_share_is_one_for_ramps_quarter_for_white_noise_and_zero_for_flat():
+    ramp = torch.arange(3.0)[None, :].expand(3, 3)
+    ramps = torch.stack([torch.stack([ramp, 2 * ramp, -ramp]), torch.stack([ramp.T] * 3)])
+    assert torch.allclose(gradient_share(ramps), torch.ones(2), atol=1e-5)
+    assert torch.allclose(gradient_share(sobel_kernels()), torch.full((2,), 8 / 9), atol=1e-5)
+    torch.manual_seed(0)
+    assert abs(gradient_share(torch.randn(4000, 3, 3, 3)).mean().item() - 0.25) < 0.01
+    assert gradient_share(torch.ones(1, 3, 3, 3)).item() == 0.0
+
+
+def test_gradient_share_rejects_1x1_kernels():
+    with pytest.raises(ValueError, match=r"at least 2x2; these filters are 1x1"):
+        gradient_share(nn.Conv2d(3, 8, 1))
+
+
+def test_colour_separability_is_one_for_one_pattern_in_any_colours_and_low_for_noise():
+    edge = sobel_kernels()[:1]
+    assert colour_separability(torch.cat([edge, -edge, 0.5 * edge], dim=1)).item() == pytest.approx(1.0, abs=1e-5)
+    two_patterns = torch.cat([edge, sobel_kernels()[1:], torch.zeros_like(edge)], dim=1)
+    assert colour_separability(two_patterns).item() == pytest.approx(0.5, abs=1e-5)
+    torch.manual_seed(0)
+    assert 0.54 < colour_separability(torch.randn(2000, 3, 3, 3)).mean().item() < 0.61
+    assert colour_separability(torch.zeros(1, 3, 3, 3)).item() == 0.0
+
+
+def test_colour_separability_needs_colour_channels():
+    with pytest.raises(ValueError, match=r"at least 2 input channels .*these have 1"):
+        colour_separability(torch.randn(4, 1, 3, 3))

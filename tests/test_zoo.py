@@ -101,6 +101,18 @@ def test_preprocessing_table_shows_what_differs_between_checkpoints():
     assert rows[0]["mean"] == "0.485, 0.456, 0.406"
 
 
+def test_preprocessing_table_reads_the_offline_backbones_weights():
+    models = pytest.importorskip("labkit.models")
+    try:
+        native, small = models.lite0_weights(), models.lite0_weights(input_size=112)
+    except models.BackboneUnavailableError as e:
+        pytest.skip(f"the offline backbone's weights are not installed: {e}")
+    rows = preprocessing_table([native, small])
+    assert [r["weights"] for r in rows] == ["EfficientNetLite0_Weights.IMAGENET1K_TF"] * 2
+    assert [(r["resize"], r["crop"], r["interpolation"]) for r in rows] == [(256, 224, "bicubic"), (128, 112, "bicubic")]
+    assert rows[0]["mean"] == rows[0]["std"] == "0.500, 0.500, 0.500"
+
+
 def test_measure_latency_times_each_batch_size_and_restores_threads(one_torch_thread):
     model = torchvision.models.resnet18(weights=None).train()
     before = torch.get_num_threads()
