@@ -236,13 +236,15 @@ def _run_cached(model, groups, train_loader, val_loader, *, optimizer_fn, epochs
 
 
 def _train(model, name, groups, train_loader, val_loader, *, optimizer_fn, epochs, num_classes, dev, amp, seed,
-           progress):
+           progress, on_epoch_start=None):
     """Train one set-up strategy. Returns (trained classifier, history, setup seconds, peak MB)."""
     if STRATEGY_TABLE[name].cached:
         return _run_cached(model, groups, train_loader, val_loader, optimizer_fn=optimizer_fn, epochs=epochs,
                            num_classes=num_classes, dev=dev, amp=amp, seed=seed, progress=progress)
-    history = fit(model, train_loader, val_loader, optimizer=optimizer_fn(groups), epochs=epochs,
-                  device=dev, amp=amp, num_classes=num_classes, progress=progress)
+    optimizer = optimizer_fn(groups)
+    hook = None if on_epoch_start is None else (lambda epoch: on_epoch_start(model, optimizer, epoch))
+    history = fit(model, train_loader, val_loader, optimizer=optimizer, epochs=epochs,
+                  device=dev, amp=amp, num_classes=num_classes, on_epoch_start=hook, progress=progress)
     return model, history, 0.0, max(history["peak_mem_mb"])
 
 
@@ -326,6 +328,7 @@ def compare_strategies(
     seeds: Sequence[int] | None = None,
     return_models: bool = False,
     measure: Callable[[nn.Module], dict] | None = None,
+    on_epoch_start: Callable[[nn.Module, torch.optim.Optimizer, int], object] | None = None,
     progress: bool | None = None,
 ) -> Comparison:
     """Run several transfer strategies on the same data and epochs; compare time, memory, accuracy.
@@ -364,6 +367,10 @@ def compare_strategies(
         return_models: keep the trained models in ``Comparison.models`` (first seed).
         measure: called on every trained model; the numbers in the dict it returns join that
             run's metrics (``measure=lambda m: {"drift": ...}`` makes ``per_seed("drift")`` work).
+        on_epoch_start: called as ``on_epoch_start(model, optimizer, epoch)`` (epoch from 0)
+            before every epoch of the strategies trained on images (not ``cached_features``),
+            e.g. gradual unfreezing from ``feature_extraction``:
+            ``lambda m, opt, e: gradual_unfreeze(m, opt, e, base_lr=lr, decay=decay)``.
         progress: progress bars and one summary line per strategy.
 
     Example:
@@ -386,6 +393,9 @@ def compare_strategies(
     if measure is not None and not callable(measure):
         raise TypeError(f"measure: expected a function of the trained model returning {{name: number}}, "
                         f"got {type(measure).__name__}.")
+    if on_epoch_start is not None and not callable(on_epoch_start):
+        raise TypeError(f"on_epoch_start: expected a function (model, optimizer, epoch), got "
+                        f"{type(on_epoch_start).__name__}. Fix: on_epoch_start=lambda model, optimizer, epoch: ...")
     lrs = dict(lrs or {})
     strategies = _check_names(strategies, lrs)
     seeds = [seed] if seeds is None else [int(s) for s in seeds]
@@ -416,7 +426,8 @@ def compare_strategies(
             _reseed(run_seed, generators)  # the same data order, whatever the surgery drew
             model, history, setup, peak = _train(
                 model, name, groups, train_loader, val_loader, optimizer_fn=optimizer_fn, epochs=epochs,
-                num_classes=num_classes, dev=dev, amp=amp, seed=run_seed, progress=progress)
+                num_classes=num_classes, dev=dev, amp=amp, seed=run_seed, progress=progress,
+                on_epoch_start=on_epoch_start)
             trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
             total_params = sum(p.numel() for p in model.parameters())
             run = _summary(name, run_seed, history, trainable, total_params, setup,

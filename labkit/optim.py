@@ -6,6 +6,7 @@ adds groups with ``optimizer.add_param_group`` so the state of groups already th
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from numbers import Real
 
@@ -24,6 +25,10 @@ def _check_rates(base_lr: float, decay: float, weight_decay: float) -> None:
     for name, value in (("base_lr", base_lr), ("decay", decay), ("weight_decay", weight_decay)):
         if isinstance(value, bool) or not isinstance(value, Real):
             raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}).")
+        if not math.isfinite(value):
+            fix = {"base_lr": "base_lr=1e-3", "decay": "decay=0.3", "weight_decay": "weight_decay=0.0"}[name]
+            raise ValueError(f"{name} must be a finite number, got {value!r}: a NaN or infinite rate would make "
+                             f"every weight NaN after one step. Fix: pass a finite value such as {fix}.")
     if base_lr <= 0:
         raise ValueError(f"base_lr must be a positive learning rate, got {base_lr}. Typical heads train at 1e-3.")
     if not 0 < decay <= 1:

@@ -184,6 +184,7 @@ def fit(
     scheduler_interval: str = "epoch",
     channels_last: bool = False,
     num_classes: int | None = None,
+    on_epoch_start: Callable[[int], Any] | None = None,
     progress: bool | None = None,
 ) -> History:
     """Train ``model`` for ``epochs`` and return a :class:`History` of what each epoch cost.
@@ -216,6 +217,9 @@ def fit(
             (often faster for convolutions under AMP on recent GPUs).
         num_classes: classes in the data, checked against the head's outputs (default: read
             from ``dataset.classes`` or the labels).
+        on_epoch_start: called as ``on_epoch_start(epoch)`` (counting from 0) before each
+            epoch trains, e.g. ``lambda e: gradual_unfreeze(model, optimizer, e, ...)``; the
+            History's rates are read after it, so groups it adds are recorded.
         progress: draw progress bars (default on, off when ``LABKIT_PROGRESS=0`` or ``CI=true``).
 
     Example:
@@ -227,6 +231,9 @@ def fit(
         (2, ['epoch', 'images_per_sec', 'lr'])
     """
     per_batch = _check_fit_options(model, epochs, scheduler, scheduler_interval)
+    if on_epoch_start is not None and not callable(on_epoch_start):
+        raise TypeError(f"on_epoch_start: expected a function of the epoch (from 0), got "
+                        f"{type(on_epoch_start).__name__}. Fix: on_epoch_start=lambda epoch: ...")
     dev = place_model(model, device)
     check_training_optimizer(model, optimizer)
     amp_cfg = resolve_amp(dev, amp)
@@ -244,6 +251,8 @@ def fit(
     epoch_bar = progress_bar(epochs, "epochs", bar_on and epochs > 1, unit="epoch")
     try:
         for epoch in range(1, epochs + 1):
+            if on_epoch_start is not None:
+                on_epoch_start(epoch - 1)
             lrs = group_rates(optimizer)
             tracker.start()
             bar = progress_bar(loader_len(train_loader), f"epoch {epoch}/{epochs}", bar_on)

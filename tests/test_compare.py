@@ -190,3 +190,35 @@ def test_measure_that_reuses_a_built_in_name_is_refused():
         compare_strategies(lambda: torchvision.models.resnet18(weights=None, num_classes=2), loader, loader,
                            epochs=1, strategies=("feature_extraction",), num_classes=2,
                            measure=lambda m: {"final_val_acc": 1.0}, device="cpu", progress=False)
+
+
+def test_on_epoch_start_turns_feature_extraction_into_gradual_unfreezing():
+    from labkit import gradual_unfreeze
+
+    torch.manual_seed(0)
+    x, y = torch.randn(16, 3, 32, 32), torch.randint(0, 2, (16,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    epochs_seen = []
+
+    def thaw(model, optimizer, epoch):
+        epochs_seen.append(epoch)
+        gradual_unfreeze(model, optimizer, epoch, base_lr=1e-3, decay=0.5)
+
+    result = compare_strategies(lambda: torchvision.models.resnet18(weights=None, num_classes=2), loader, loader,
+                                epochs=3, strategies=("feature_extraction",), num_classes=2, seeds=(0,),
+                                on_epoch_start=thaw, return_models=True, device="cpu", progress=False)
+    assert epochs_seen == [0, 1, 2]
+    model = result.models["feature_extraction"]
+    assert all(p.requires_grad for p in model.layer3.parameters())  # epoch 2 thawed layer3
+    assert not any(p.requires_grad for p in model.layer2.parameters())
+    rates = result.histories["feature_extraction"]["lrs"][-1]
+    assert len(rates) == 3 and max(rates.values()) == pytest.approx(1e-3)
+
+
+def test_on_epoch_start_must_be_callable():
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 2, (8,))
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
+    with pytest.raises(TypeError, match=r"on_epoch_start: expected a function \(model, optimizer, epoch\)"):
+        compare_strategies(lambda: torchvision.models.resnet18(weights=None, num_classes=2), loader,
+                           epochs=1, strategies=("feature_extraction",), num_classes=2, on_epoch_start=3,
+                           device="cpu", progress=False)

@@ -73,6 +73,30 @@ def test_a_negative_learning_rate_is_refused():
         param_groups(build("resnet18"), base_lr=-1e-3, decay=0.3)
 
 
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_a_nan_or_infinite_base_lr_is_refused_before_any_group_is_built(value):
+    with pytest.raises(ValueError, match=r"base_lr must be a finite number, got -?(nan|inf).*Fix: .*base_lr=1e-3"):
+        param_groups(build("resnet18"), base_lr=value, decay=0.3)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_nan_or_infinite_decay_is_refused(value):
+    with pytest.raises(ValueError, match=r"decay must be a finite number, got (nan|inf).*Fix: .*decay=0.3"):
+        param_groups(build("resnet18"), base_lr=1e-3, decay=value)
+
+
+def test_a_nan_weight_decay_is_refused():
+    with pytest.raises(ValueError, match=r"weight_decay must be a finite number, got nan"):
+        param_groups(build("resnet18"), base_lr=1e-3, decay=0.3, weight_decay=float("nan"))
+
+
+def test_gradual_unfreeze_refuses_a_nan_rate_too():
+    model = replace_head(freeze(build("resnet18")), 3)
+    opt = torch.optim.SGD(param_groups(model, base_lr=1e-3, decay=0.3), lr=1e-3)
+    with pytest.raises(ValueError, match="base_lr must be a finite number, got nan"):
+        gradual_unfreeze(model, opt, 1, base_lr=float("nan"), decay=0.3)
+
+
 def test_a_fully_frozen_model_says_there_is_nothing_to_optimize():
     with pytest.raises(ValueError, match="no trainable parameters"):
         param_groups(freeze(build("resnet18")), base_lr=1e-3, decay=0.3)

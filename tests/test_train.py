@@ -447,3 +447,32 @@ def test_stopwatch_times_a_block_on_the_device():
     with Stopwatch("cpu") as clock:
         torch.ones(100, 100).sum()
     assert clock.seconds > 0
+
+
+def test_fit_calls_on_epoch_start_before_each_epoch_and_records_the_groups_it_adds():
+    train, _ = loaders()
+    model = tiny_net()
+    first, *rest = list(model.parameters())
+    for p in rest:
+        p.requires_grad_(False)
+    opt = torch.optim.SGD([first], lr=0.1)
+    seen = []
+
+    def thaw(epoch):
+        seen.append(epoch)
+        if epoch == 1:
+            for p in rest:
+                p.requires_grad_(True)
+            opt.add_param_group({"params": rest, "lr": 0.01})
+
+    history = fit(model, train, optimizer=opt, epochs=3, device="cpu", on_epoch_start=thaw, progress=False)
+    assert seen == [0, 1, 2]
+    assert [len(row["lrs"]) for row in history.epochs] == [1, 2, 2]
+
+
+def test_fit_refuses_an_on_epoch_start_that_is_not_callable():
+    train, _ = loaders()
+    model = tiny_net()
+    with pytest.raises(TypeError, match="on_epoch_start: expected a function of the epoch"):
+        fit(model, train, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=1, device="cpu",
+            on_epoch_start="thaw")
