@@ -5,8 +5,10 @@
   ``slides`` dataset.
 * :func:`load_tensors`: a folder of class folders read once into an image tensor and labels,
   so that many short runs do not decode the same PNGs again.
-* :func:`split_model`: a ResNet cut into the part before a stage and the rest, sharing the
-  model's layers, to compute the frozen part's outputs once ("cached features").
+* :func:`split_model`, :func:`compute_outputs` (from :mod:`labkit.strategy`, re-exported): a
+  model cut before one of its stages into two halves that share its layers, and the frozen
+  half's outputs computed once ("cached activations"); any architecture that
+  :func:`labkit.heads.stages` knows and whose forward is a sequence of stages.
 * :func:`dihedral`, :func:`stain_jitter`: label-preserving augmentations for microscopy
   (rotations by 90 degrees and flips; a random colour cast and contrast per image, like
   slide-to-slide stain variation).
@@ -17,10 +19,10 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-from torch import nn
 
 from labkit._env import is_offline
 from labkit.data import DatasetUnavailableError, load_image_folder
+from labkit.strategy import compute_outputs, split_model  # noqa: F401 - re-exported: lesson 05 imports them here
 
 __all__ = [
     "MEDMNIST_SETS",
@@ -113,63 +115,6 @@ def load_tensors(folder: str | Path, *, transform: Callable) -> tuple[torch.Tens
     ds = load_image_folder(folder, transform=transform, verbose=False)
     images = torch.stack([ds[i][0] for i in range(len(ds))])
     return images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes)
-
-
-def split_model(model: nn.Module, *, at: str) -> tuple[nn.Module, nn.Module]:
-    """Cut a torchvision ResNet before stage ``at``: ``(bottom, top)`` with ``top(bottom(x)) == model(x)``.
-
-    Both halves hold the model's own layers (no copies), so training ``top`` trains the model.
-    When ``bottom`` is frozen (labkit.freeze keeps its BatchNorm in eval) and no augmentation
-    runs inside the loop, its outputs never change: compute them once with
-    :func:`compute_outputs` and train ``top`` on them ("cached features").
-
-    Args:
-        model: a torchvision ``ResNet`` (the micro-backbone is one).
-        at: first stage of ``top``: "layer1".."layer4", "avgpool" or "fc".
-
-    Example:
-        >>> bottom, top = split_model(torchvision.models.resnet18(weights=None), at="layer4")
-        >>> type(top[0]).__name__
-        'Sequential'
-    """
-    from torchvision.models import ResNet
-
-    if not isinstance(model, ResNet):
-        raise TypeError(f"split_model expects a torchvision ResNet (with conv1 ... layer4, avgpool, fc), got "
-                        f"{type(model).__name__}.")
-    order = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc"]
-    if at not in order[4:]:
-        raise ValueError(f"split_model: at must be one of {order[4:]}, got {at!r}.")
-    i = order.index(at)
-    bottom = [getattr(model, n) for n in order[:i]]
-    top = [getattr(model, n) for n in order[i:]]
-    if at == "fc":
-        bottom.append(nn.Flatten(1))
-    else:
-        top.insert(len(top) - 1, nn.Flatten(1))
-    return nn.Sequential(*bottom), nn.Sequential(*top)
-
-
-def compute_outputs(module: nn.Module, images: torch.Tensor, *, batch_size: int = 128) -> torch.Tensor:
-    """``module(images)`` in eval mode without gradient, in batches; the module's modes are restored.
-
-    Example:
-        >>> compute_outputs(nn.Flatten(), torch.zeros(3, 2, 2)).shape
-        torch.Size([3, 4])
-    """
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"compute_outputs expected an image tensor, got {type(images).__name__}.")
-    first = next(iter(module.parameters()), None)
-    device = first.device if first is not None else images.device
-    modes = {m: m.training for m in module.modules()}
-    try:
-        module.eval()
-        with torch.no_grad():
-            return torch.cat([module(images[i:i + batch_size].to(device)).cpu()
-                              for i in range(0, len(images), batch_size)])
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
 
 
 def dihedral(images: torch.Tensor, k: int) -> torch.Tensor:

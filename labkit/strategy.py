@@ -15,6 +15,16 @@ It is a starting point, not a verdict: always confirm on a held-out validation s
 :data:`STRATEGY_TABLE` is the one description of every strategy labkit runs (what trains,
 what BatchNorm does, which learning rates), and :func:`apply_strategy` sets a model up by
 it; :func:`labkit.compare.compare_strategies`, the benchmark and the advice here all read it.
+
+The domain gap need not be a guess: :func:`measure_domain_gap` reads it from one forward
+pass, as how far the data's activation statistics sit from the ones every BatchNorm layer
+stored during pretraining (:func:`batchnorm_shift`), against real photographs measured the
+same way (:func:`reference_photos`).
+
+Partial fine-tuning, architecture-neutral: :func:`choose_partial_from` picks the first stage
+to thaw (the last stages holding a quarter of the body's weights), :func:`split_model` cuts
+the model there into a frozen bottom and a trainable top that share its layers, and
+:func:`compute_outputs` runs the bottom once so that only the top runs in the training loop.
 """
 from __future__ import annotations
 
@@ -23,11 +33,16 @@ from dataclasses import dataclass
 from numbers import Real
 from typing import NamedTuple
 
+import torch
+from torch import nn
+
 from labkit._tables import render_table
 
 __all__ = [
     "STRATEGIES", "ALL_STRATEGIES", "STRATEGY_TABLE", "Strategy", "strategy_table", "apply_strategy",
     "SMALL_DATA", "DISTANT_GAP", "choose_strategy", "bn_advice", "advise", "Advice", "plot_plane",
+    "split_model", "compute_outputs", "batchnorm_shift", "measure_domain_gap", "DomainGap", "reference_photos",
+    "choose_partial_from",
 ]
 
 
@@ -271,3 +286,425 @@ def plot_plane(points: dict[str, tuple[int, float]] | None = None, *, ax=None):
     ax.set_ylabel("domain gap (0 = ImageNet-like photos)")
     ax.set_title("Choosing a transfer strategy")
     return fig
+
+
+# --------------------------------------------------------------------------- cutting a model at a stage
+class _FlattenFeatures(nn.Module):
+    """Flatten pooled maps (N x C x 1 x 1) to N x C before a Linear head; 2-D input passes unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) if x.dim() > 2 else x
+
+
+def _stage_owners(model: nn.Module) -> tuple[list[str], dict[int, str]]:
+    from labkit.heads import stages
+
+    found = stages(model)
+    owner: dict[int, str] = {}
+    for name, module in found.items():
+        if type(module).__name__ == "_StageGroup":  # a view on several layers of the model
+            for member in module.children():
+                owner[id(member)] = name
+            if any(True for _ in module.parameters(recurse=False)):
+                owner[-1] = name  # a bare parameter (ViT's class token): no sequential cut
+        else:
+            owner[id(module)] = name
+    return list(found), owner
+
+
+def _sequence(model: nn.Module, owner: dict[int, str]) -> list[tuple[str, nn.Module, str | None]]:
+    """The model's layers in registration order as (name, module, stage or None for glue such as pooling)."""
+    inside = {}
+
+    def holds_stage(module: nn.Module) -> bool:
+        if id(module) not in inside:
+            inside[id(module)] = any(id(m) in owner for m in module.modules())
+        return inside[id(module)]
+
+    out: list[tuple[str, nn.Module, str | None]] = []
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            if child is None:
+                continue
+            path = prefix + name
+            if id(child) in owner:
+                out.append((path, child, owner[id(child)]))
+            elif holds_stage(child):
+                walk(child, path + ".")
+            else:
+                out.append((path, child, None))
+
+    walk(model, "")
+    return out
+
+
+def split_model(model: nn.Module, *, at: str | int, check: bool = True,
+                probe_size: int = 64) -> tuple[nn.Module, nn.Module]:
+    """Cut ``model`` before stage ``at``: ``(bottom, top)`` with ``top(bottom(x)) == model(x)``.
+
+    Both halves are ``nn.Sequential`` views that hold the model's own layers (no copies), so
+    training ``top`` trains the model. The stages are :func:`labkit.heads.stages`', so the
+    same call works on torchvision's ResNet (``at="layer4"``), timm's EfficientNet
+    (``at="blocks.6"``) and any model whose forward runs its layers in registration order.
+    ``at`` may be the head stage: then ``bottom`` gives the pooled, flattened features.
+
+    Why: when ``bottom`` is frozen (labkit.freeze keeps its BatchNorm in eval) and no
+    augmentation runs inside the loop, its outputs never change, so compute them once with
+    :func:`compute_outputs` and train ``top`` on them: partial fine-tuning at the cost of
+    its thawed stages only ("cached activations").
+
+    Steps of the model's ``forward`` that are not layers are not in the halves: timm runs
+    dropout before its classifier as a function call, so ``top`` in training mode has none.
+    In eval mode the halves compute exactly the model (``check`` verifies it on a random
+    ``probe_size`` batch and raises when a model's forward is not a plain sequence, e.g. ViT).
+
+    Args:
+        model: a classifier with stages (:func:`labkit.heads.stages`).
+        at: the first stage of ``top``, by name or index (negative counts from the head).
+        check: verify ``top(bottom(x)) == model(x)`` in eval mode on a random batch.
+        probe_size: side of that batch's images.
+
+    Example:
+        >>> bottom, top = split_model(torchvision.models.resnet18(weights=None), at="layer4")
+        >>> [name for name, _ in top.named_children()]
+        ['layer4', 'avgpool', 'flatten', 'fc']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"split_model expected an nn.Module, got {type(model).__name__}.")
+    names, owner = _stage_owners(model)
+    if isinstance(at, bool) or not isinstance(at, (str, int)):
+        raise TypeError(f"split_model: at must be a stage name or index, got {type(at).__name__}. Stages: {names}.")
+    if isinstance(at, int):
+        if not -len(names) <= at < len(names):
+            raise ValueError(f"split_model: at={at} is out of range for {len(names)} stages {names}.")
+        at = names[at]
+    if at not in names:
+        raise ValueError(f"split_model: at must be one of the stages {names}, got {at!r}.")
+    if -1 in owner:
+        raise TypeError(f"split_model cannot cut {type(model).__name__}: a stage holds a bare parameter (a class "
+                        "token or position embedding), so its forward is not a sequence of layers.")
+    seq = _sequence(model, owner)
+    head = names[-1]
+    start = next(i for i, (_, _, stage) in enumerate(seq) if stage == at)
+    first_head = next(i for i, (_, _, stage) in enumerate(seq) if stage == head)
+
+    def halve(part: list) -> nn.Sequential:
+        out = nn.Sequential()
+        for path, module, stage in part:
+            if stage == head and "flatten" not in out._modules and path == seq[first_head][0]:
+                out.add_module("flatten", _FlattenFeatures())
+            out.add_module(path.replace(".", "_"), module)
+        return out
+
+    bottom, top = halve(seq[:start]), halve(seq[start:])
+    if at == head:
+        bottom.add_module("flatten", _FlattenFeatures())
+    if check:
+        _check_halves(model, bottom, top, probe_size)
+    return bottom, top
+
+
+def _check_halves(model: nn.Module, bottom: nn.Module, top: nn.Module, size: int) -> None:
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    modes = {m: m.training for m in model.modules()}
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    try:
+        model.eval()
+        with torch.no_grad():
+            whole = model(x)
+            try:
+                halves = top(bottom(x))
+            except Exception as e:  # noqa: BLE001 - any failure means: not a plain sequence
+                halves = e
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    if isinstance(halves, Exception) or halves.shape != whole.shape or not torch.allclose(
+            halves, whole, rtol=1e-4, atol=1e-4 * (1 + whole.abs().max().item())):
+        why = f"({type(halves).__name__}: {halves})" if isinstance(halves, Exception) else "(different outputs)"
+        raise TypeError(f"split_model could not cut {type(model).__name__}: running its layers in order does not "
+                        f"compute its forward {why}. It works on models whose forward is a plain sequence of "
+                        "stages (ResNet, EfficientNet, MobileNet, VGG, ...).")
+
+
+def compute_outputs(module: nn.Module, images: torch.Tensor, *, batch_size: int = 128) -> torch.Tensor:
+    """``module(images)`` in eval mode without gradient, in batches, on the CPU; the module's modes are restored.
+
+    Example:
+        >>> compute_outputs(nn.Flatten(), torch.zeros(3, 2, 2)).shape
+        torch.Size([3, 4])
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"compute_outputs expected an nn.Module, got {type(module).__name__}.")
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"compute_outputs expected an image tensor, got {type(images).__name__}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"compute_outputs expected a positive int batch_size, got {batch_size!r}.")
+    first = next(iter(module.parameters()), None)
+    device = first.device if first is not None else images.device
+    modes = {m: m.training for m in module.modules()}
+    try:
+        module.eval()
+        with torch.no_grad():
+            return torch.cat([module(images[i:i + batch_size].to(device)).cpu()
+                              for i in range(0, len(images), batch_size)])
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+# --------------------------------------------------------------------------- measuring the domain gap
+def _batches_of(data, where: str):
+    """Image batches from a tensor (split into 64s), a DataLoader, or a list of batches."""
+    from labkit.adapt import _images
+
+    if isinstance(data, torch.Tensor):
+        if data.dim() != 4:
+            raise ValueError(f"{where}: expected images N x C x H x W, got shape {tuple(data.shape)}.")
+        return [data[i:i + 64] for i in range(0, len(data), 64)]
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise TypeError(f"{where}: expected an image tensor, a DataLoader or a list of batches, got "
+                        f"{type(data).__name__}.")
+    return (_images(batch, where) for batch in data)
+
+
+def batchnorm_shift(model: nn.Module, data, *, max_batches: int | None = None) -> dict[str, float]:
+    """How far ``data``'s activations are from the statistics stored in each BatchNorm layer.
+
+    Every BatchNorm layer keeps the mean and variance of its input channels over the
+    pretraining images (``running_mean``, ``running_var``). One forward pass in eval mode
+    measures the same two numbers on ``data``; for each channel the distance is the
+    2-Wasserstein distance between the two Gaussians, in units of the stored standard
+    deviation, ``sqrt((m - m0)**2 + (s - s0)**2) / s0``; a layer's value is the mean over its
+    channels. 0: the data looks, to that layer, like the pretraining images; 1: a channel's
+    mean or spread is off by one stored standard deviation. Channels whose stored variance is
+    exactly 0 (dead filters) are left out. Nothing in the model changes.
+
+    Compare datasets on equal numbers of images: the estimate of a channel's mean and spread
+    is noisier on fewer images, which reads as a larger distance.
+
+    Args:
+        model: a network with BatchNorm layers (their running statistics are the reference).
+        data: images ``N x C x H x W`` preprocessed for ``model``, or a DataLoader of images or
+            ``(images, labels)``.
+        max_batches: stop after this many batches.
+
+    Returns:
+        Layer name -> distance, in the order the layers come in the model.
+
+    Example:
+        >>> shift = batchnorm_shift(torchvision.models.resnet18(weights=None), torch.randn(8, 3, 64, 64))
+        >>> len(shift), next(iter(shift))
+        (20, 'bn1')
+    """
+    from labkit.adapt import batchnorm_layers
+
+    layers = batchnorm_layers(model)
+    if not layers:
+        raise ValueError(f"batchnorm_shift: {type(model).__name__} has no BatchNorm layer with running statistics, "
+                         "so there are no stored statistics to compare with.")
+    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1):
+        raise ValueError(f"batchnorm_shift: max_batches must be a positive int or None, got {max_batches!r}.")
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    sums: dict[str, list] = {}
+
+    def record(name):
+        def hook(module, args):
+            x = args[0].detach().double().transpose(0, 1).flatten(1)  # channels x values
+            s = sums.setdefault(name, [0.0, 0.0, 0])
+            s[0], s[1], s[2] = s[0] + x.sum(1), s[1] + (x * x).sum(1), s[2] + x.shape[1]
+        return hook
+
+    modes = {m: m.training for m in model.modules()}
+    hooks = [bn.register_forward_pre_hook(record(name)) for name, bn in layers]
+    seen = 0
+    try:
+        model.eval()
+        with torch.no_grad():
+            for i, x in enumerate(_batches_of(data, "batchnorm_shift")):
+                if max_batches is not None and i >= max_batches:
+                    break
+                model(x.to(device))
+                seen += 1
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, mode in modes.items():
+            m.training = mode
+    if seen == 0:
+        raise ValueError("batchnorm_shift: data gave no images; pass a tensor of images or a non-empty DataLoader.")
+    out = {}
+    for name, bn in layers:
+        total, squares, count = sums[name]
+        mean = total / count
+        sd = (squares / count - mean * mean).clamp_min(0).sqrt()
+        mean0, var0 = bn.running_mean.double().cpu(), bn.running_var.double().cpu()
+        alive = var0 > 0
+        dist = (((mean.cpu() - mean0) ** 2 + (sd.cpu() - var0.sqrt()) ** 2) / (var0 + bn.eps)).sqrt()
+        out[name] = float(dist[alive].mean()) if alive.any() else 0.0
+    return out
+
+
+class DomainGap(NamedTuple):
+    """What :func:`measure_domain_gap` measured.
+
+    Fields: ``gap`` (0 to 1, the number the decision rule takes), ``distance`` (the data's
+    mean :func:`batchnorm_shift` over layers, in stored standard deviations), ``reference``
+    (the same for the reference photographs) and ``layers`` (layer name -> the data's shift).
+    ``float(result)`` is the gap.
+    """
+
+    gap: float
+    distance: float
+    reference: float
+    layers: dict
+
+    def __float__(self) -> float:
+        return float(self.gap)
+
+    def __str__(self) -> str:
+        return (f"domain gap {self.gap:.2f} (BatchNorm shift {self.distance:.3f}, {self.distance / self.reference:.2f}x "
+                f"the reference photos' {self.reference:.3f})")
+
+
+def measure_domain_gap(model: nn.Module, data, *, reference, max_batches: int | None = None) -> DomainGap:
+    """The domain gap of ``data`` for ``model``, from 0 (like photographs) towards 1, from one forward pass.
+
+    ``distance`` is the mean over layers of :func:`batchnorm_shift`: how far, in stored
+    standard deviations, the data's activations sit from the statistics the network kept
+    from its pretraining photos. Real photographs are not at 0 either (other photos, another
+    input size than the pretraining one, a finite sample), so the gap is read against a
+    ``reference`` set of photographs: ``gap = 1 - reference / distance``, clipped to [0, 1].
+    0: no farther than the photos; 0.5 (labkit's :data:`DISTANT_GAP`): twice as far; 0.75:
+    four times. It measures how unfamiliar the images' statistics are to the network, not
+    whether its features suit the task: a short fine-tuning comparison settles that.
+
+    Args:
+        model: a pretrained network with BatchNorm layers.
+        data: the dataset's images (tensor ``N x C x H x W``, preprocessed for ``model``) or a DataLoader.
+        reference: photographs preprocessed the same way (:func:`reference_photos`), as a
+            tensor or DataLoader, or their distance (a positive number) measured before.
+            Use as many images as in ``data``: fewer images read as a larger distance.
+        max_batches: stop after this many batches of ``data`` (and of ``reference``).
+
+    Returns:
+        A :class:`DomainGap`; ``.gap`` goes into :func:`choose_strategy` and :func:`plot_plane`.
+
+    Example:
+        >>> print(measure_domain_gap(model, cells_images, reference=photos))  # doctest: +SKIP
+        domain gap 0.51 (BatchNorm shift 0.599, 2.06x the reference photos' 0.291)
+    """
+    if isinstance(reference, bool):
+        raise TypeError("measure_domain_gap: reference must be images, a DataLoader or a distance (a number), got a bool.")
+    if isinstance(reference, Real):
+        if not math.isfinite(reference) or reference <= 0:
+            raise ValueError(f"measure_domain_gap: a reference distance must be a positive number, got {reference!r}. "
+                             "Fix: reference=reference_photos(backbone) (images), or a distance measured on them.")
+        ref = float(reference)
+    else:
+        ref = _mean(batchnorm_shift(model, reference, max_batches=max_batches).values())
+        if ref <= 0:
+            raise ValueError("measure_domain_gap: the reference images match the stored statistics exactly "
+                             "(distance 0), so there is no scale to read the gap against. Fix: use real photographs.")
+    layers = batchnorm_shift(model, data, max_batches=max_batches)
+    distance = _mean(layers.values())
+    gap = 0.0 if distance <= 0 else min(1.0, max(0.0, 1.0 - ref / distance))
+    return DomainGap(gap, distance, ref, layers)
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def reference_photos(source, *, crops: int = 3, seed: int = 0) -> torch.Tensor:
+    """The sample photographs that ship with scikit-image and scikit-learn, preprocessed: a reference for the gap.
+
+    Six everyday photos (an astronaut, a cat, a cup of coffee, a rocket, a Chinese temple, a
+    flower), each whole and in ``crops`` random crops (half to three quarters of its side),
+    each also mirrored: ``6 * (1 + crops) * 2`` images. For measuring only (nothing in the
+    course trains on them).
+
+    Args:
+        source: a backbone (or anything :func:`labkit.data.make_eval_transform` accepts), or a
+            transform from a PIL image to a tensor.
+        crops: random crops per photo.
+        seed: chooses the crops.
+
+    Example:
+        >>> reference_photos(backbone).shape  # doctest: +SKIP
+        torch.Size([48, 3, 112, 112])
+    """
+    import random
+
+    import numpy as np
+    from PIL import Image
+
+    if isinstance(crops, bool) or not isinstance(crops, int) or crops < 0:
+        raise ValueError(f"reference_photos: crops must be an int >= 0, got {crops!r}.")
+    if callable(source) and not isinstance(source, nn.Module) and not hasattr(source, "meta"):
+        transform = source
+    else:
+        from labkit.data import make_eval_transform
+
+        transform = make_eval_transform(source)
+    try:
+        import skimage.data
+        from sklearn.datasets import load_sample_image
+    except ImportError as e:
+        raise ImportError("reference_photos needs scikit-image and scikit-learn (their sample photos). "
+                          "Fix: pip install scikit-image scikit-learn.") from e
+    arrays = [getattr(skimage.data, name)() for name in ("astronaut", "chelsea", "coffee", "rocket")]
+    arrays += [load_sample_image(name) for name in ("china.jpg", "flower.jpg")]
+    rng = random.Random(seed)
+    out = []
+    for array in arrays:
+        photo = Image.fromarray(np.asarray(array)[..., :3])
+        views = [photo]
+        for _ in range(crops):
+            w, h = photo.size
+            side = int(min(w, h) * rng.uniform(0.5, 0.75))
+            left, top = rng.randrange(w - side + 1), rng.randrange(h - side + 1)
+            views.append(photo.crop((left, top, left + side, top + side)))
+        for view in views:
+            out += [transform(view), transform(view.transpose(Image.Transpose.FLIP_LEFT_RIGHT))]
+    return torch.stack(out)
+
+
+def choose_partial_from(model: nn.Module, *, share: float = 0.25) -> str:
+    """The first stage to thaw for partial fine-tuning: the last stages holding ``share`` of the body's weights.
+
+    Counting from the stage before the head backwards, stages are added until they hold at
+    least ``share`` of the parameters of the body (every stage but the head). The same rule
+    gives a comparable thaw on different networks: ResNet-18's ``layer4`` alone holds three
+    quarters of its body, while EfficientNet-Lite0 keeps 12% in ``conv_head`` and needs
+    ``blocks.6`` too.
+
+    Args:
+        model: a network with stages (:func:`labkit.heads.stages`).
+        share: the part of the body's parameters to thaw, in (0, 1].
+
+    Example:
+        >>> choose_partial_from(torchvision.models.resnet18(weights=None))
+        'layer4'
+    """
+    from labkit.heads import stages
+
+    if isinstance(share, bool) or not isinstance(share, Real) or not 0 < share <= 1:
+        raise ValueError(f"choose_partial_from: share must be a number in (0, 1], got {share!r}. Fix: share=0.25.")
+    found = list(stages(model).items())
+    if len(found) < 2:
+        raise ValueError(f"choose_partial_from: {type(model).__name__} has {len(found)} stage(s); partial fine-tuning "
+                         "needs a body stage before the head.")
+    body = found[:-1]
+    sizes = [sum(p.numel() for p in module.parameters()) for _, module in body]
+    total, thawed = sum(sizes), 0
+    for (name, _), size in zip(reversed(body), reversed(sizes)):
+        thawed += size
+        if thawed >= share * total:
+            return name
+    return body[0][0]

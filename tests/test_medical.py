@@ -15,10 +15,10 @@ from labkit.medical import compute_outputs, dihedral, load_medmnist, load_tensor
 
 
 @pytest.fixture(scope="module")
-def micro():
+def lite0():
     from labkit.models import load_backbone
 
-    return load_backbone("micro_resnet", verbose=False)
+    return load_backbone("efficientnet_lite0", verbose=False)
 
 
 def _png(arr: np.ndarray) -> bytes:
@@ -90,9 +90,9 @@ def test_split_model_halves_compose_to_the_model_and_share_its_layers():
         torch.testing.assert_close(top(bottom(x)), model(x))
     _, top = split_model(model, at="layer4")
     assert top[0] is model.layer4 and top[-1] is model.fc
-    with pytest.raises(ValueError, match="at must be one of"):
+    with pytest.raises(ValueError, match="at must be one of the stages"):
         split_model(model, at="conv1")
-    with pytest.raises(TypeError, match="torchvision ResNet"):
+    with pytest.raises(ValueError, match="stages"):
         split_model(torch.nn.Linear(2, 2), at="fc")
 
 
@@ -120,8 +120,9 @@ def test_stain_jitter_changes_colours_per_image_and_leaves_the_input_alone():
         stain_jitter(x, strength=1.5)
 
 
-def test_load_tensors_reads_a_folder_once(micro):
+def test_load_tensors_reads_a_folder_once(lite0):
     x, y, classes = load_tensors(get_bundled_dataset("slides") / "scanner_b" / "unlabelled",
-                                 transform=make_eval_transform(micro))
-    assert x.shape == (100, 3, 64, 64) and y.bincount().tolist() == [25] * 4
+                                 transform=make_eval_transform(lite0))
+    size = lite0.meta["input_size"]
+    assert x.shape == (100, 3, size, size) and y.bincount().tolist() == [25] * 4
     assert classes == sorted(build.SLIDE_CLASSES)

@@ -89,3 +89,147 @@ def test_apply_strategy_rejects_unknown_names_and_a_faster_thawed_rate():
         apply_strategy(model, "frozen", num_classes=2, lr=1e-2)
     with pytest.raises(ValueError, match=r"thawed_lr_factor: expected a number in \(0, 1\]"):
         apply_strategy(model, "partial_finetune", num_classes=2, lr=1e-2, thawed_lr_factor=2.0)
+
+
+# --------------------------------------------------------------------------- cutting a model, measuring the gap
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+
+from labkit.freeze import freeze_to  # noqa: E402
+from labkit.strategy import (  # noqa: E402
+    DomainGap, batchnorm_shift, choose_partial_from, compute_outputs, measure_domain_gap, reference_photos, split_model,
+)
+
+
+def _lite0():
+    from labkit.models import build_efficientnet_lite0
+
+    torch.manual_seed(0)
+    return build_efficientnet_lite0(4).eval()
+
+
+@pytest.mark.parametrize("builder,at", [
+    (lambda: torchvision.models.resnet18(weights=None, num_classes=3), "layer3"),
+    (lambda: torchvision.models.resnet18(weights=None, num_classes=3), "fc"),
+    (lambda: torchvision.models.mobilenet_v3_small(weights=None, num_classes=3), -3),
+    (_lite0, "blocks.6"),
+    (_lite0, "conv_head"),
+    (_lite0, "stem"),
+])
+def test_split_model_halves_compute_the_model_on_resnet_mobilenet_and_efficientnet(builder, at):
+    torch.manual_seed(0)
+    model = builder().eval()
+    x = torch.randn(2, 3, 48, 48)
+    bottom, top = split_model(model, at=at)
+    torch.testing.assert_close(top(bottom(x)), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_split_model_top_shares_the_models_layers_so_training_it_trains_the_model():
+    model = _lite0()
+    freeze_to(model, "blocks.6")
+    bottom, top = split_model(model, at="blocks.6")
+    assert top[0] is model.blocks[6] and top[-1] is model.classifier
+    assert not any(p.requires_grad for p in bottom.parameters())
+    before = model.blocks[6][0].conv_pw.weight.clone()
+    opt = torch.optim.SGD([p for p in top.parameters() if p.requires_grad], lr=0.1)
+    feats = compute_outputs(bottom, torch.randn(4, 3, 48, 48))
+    torch.nn.functional.cross_entropy(top.train()(feats), torch.tensor([0, 1, 2, 3])).backward()
+    opt.step()
+    assert not torch.equal(model.blocks[6][0].conv_pw.weight, before)
+
+
+def test_split_model_refuses_models_whose_forward_is_not_a_sequence():
+    with pytest.raises(TypeError, match="bare parameter"):
+        split_model(torchvision.models.vit_b_16(weights=None), at=-2)
+    with pytest.raises(TypeError, match="does not compute its forward"):
+        split_model(torchvision.models.densenet121(weights=None), at=-2)
+
+
+@pytest.mark.parametrize("at,err,match", [
+    ("conv1", ValueError, "at must be one of the stages"),
+    (9, ValueError, "out of range"),
+    (1.5, TypeError, "stage name or index"),
+])
+def test_split_model_rejects_a_stage_it_does_not_have(at, err, match):
+    with pytest.raises(err, match=match):
+        split_model(torchvision.models.resnet18(weights=None), at=at)
+
+
+def test_compute_outputs_runs_in_eval_and_restores_modes():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.9)).train()
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(compute_outputs(net, x, batch_size=2), net[0](x).detach())
+    assert net.training
+    with pytest.raises(ValueError, match="positive int batch_size"):
+        compute_outputs(net, x, batch_size=0)
+    with pytest.raises(TypeError, match="image tensor"):
+        compute_outputs(net, [x])
+
+
+def test_choose_partial_from_thaws_a_quarter_of_the_body_on_any_network():
+    assert choose_partial_from(torchvision.models.resnet18(weights=None)) == "layer4"
+    assert choose_partial_from(_lite0()) == "blocks.6"
+    assert choose_partial_from(_lite0(), share=1.0) == "stem"
+    with pytest.raises(ValueError, match=r"share must be a number in \(0, 1\]"):
+        choose_partial_from(_lite0(), share=0)
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Conv2d(4, 4, 3), torch.nn.BatchNorm2d(4))
+    return net.eval()
+
+
+def test_batchnorm_shift_is_zero_on_the_stored_statistics_and_grows_with_a_shift():
+    net = _bn_net()
+    x = torch.randn(64, 3, 8, 8)
+    net.train()
+    from labkit.adapt import adapt_batchnorm
+
+    adapt_batchnorm(net, [x])  # the stored statistics are now exactly x's
+    net.train()
+    near = batchnorm_shift(net, x)
+    far = batchnorm_shift(net, x * 3 + 2)
+    assert list(near) == ["1", "4"] and net.training  # names in order; modes restored
+    assert max(near.values()) < 0.05 and min(far.values()) > 1.0
+
+
+def test_batchnorm_shift_leaves_out_dead_channels_and_changes_nothing():
+    net = _bn_net()
+    with torch.no_grad():
+        net[1].running_var[0] = 0.0
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    batchnorm_shift(net, torch.randn(8, 3, 8, 8))
+    assert all(torch.equal(state[k], v) for k, v in net.state_dict().items())
+    with pytest.raises(ValueError, match="no BatchNorm"):
+        batchnorm_shift(torch.nn.Conv2d(3, 3, 1), torch.randn(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="N x C x H x W"):
+        batchnorm_shift(net, torch.randn(3, 8, 8))
+    with pytest.raises(ValueError, match="gave no images"):
+        batchnorm_shift(net, [])
+
+
+def test_measure_domain_gap_reads_the_distance_against_the_reference():
+    net = _bn_net()
+    x = torch.randn(32, 3, 8, 8)
+    result = measure_domain_gap(net, x * 3 + 2, reference=x)
+    assert isinstance(result, DomainGap) and 0 < result.gap < 1 and float(result) == result.gap
+    assert result.gap == pytest.approx(1 - result.reference / result.distance)
+    assert measure_domain_gap(net, x, reference=x).gap == 0.0
+    same = measure_domain_gap(net, x * 3 + 2, reference=result.reference)
+    assert same.gap == pytest.approx(result.gap) and "domain gap" in str(same)
+    with pytest.raises(ValueError, match="positive number"):
+        measure_domain_gap(net, x, reference=0.0)
+    with pytest.raises(TypeError, match="bool"):
+        measure_domain_gap(net, x, reference=True)
+
+
+def test_reference_photos_are_the_sample_photographs_preprocessed():
+    import torchvision.transforms as T
+
+    photos = reference_photos(T.Compose([T.Resize((16, 16)), T.ToTensor()]), crops=1)
+    assert photos.shape == (6 * 2 * 2, 3, 16, 16)
+    torch.testing.assert_close(photos[1], photos[0].flip(-1), atol=0.02, rtol=0)  # each view also mirrored
+    with pytest.raises(ValueError, match="crops must be an int"):
+        reference_photos(T.ToTensor(), crops=-1)

@@ -313,18 +313,30 @@ _SCENARIOS = {
 }
 
 
+def _rule() -> tuple[int, float]:
+    """Lesson 04's thresholds (small data below SMALL_DATA images, distant from DISTANT_GAP), from labkit.strategy."""
+    from labkit.strategy import DISTANT_GAP, SMALL_DATA
+
+    return SMALL_DATA, DISTANT_GAP
+
+
 def _expected(n: int, gap: float, new_scanner: bool) -> tuple[str, str]:
-    strategy = "full_finetune" if n >= 10_000 else ("partial_finetune" if gap >= 0.5 else "feature_extraction")
+    from labkit.strategy import bn_advice, choose_strategy
+
+    strategy = choose_strategy(n, gap)
     if new_scanner:
         return strategy, "adapt"
-    return strategy, "update" if n >= 10_000 else "freeze"
+    return strategy, bn_advice(n, gap)
 
 
 def _mp_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
     if not hidden:
-        points = [list(v) for v in _SCENARIOS.values()] + [[9_999, 0.5, False], [10_000, 0.49, True], [50, 0.1, True]]
+        small, distant = _rule()
+        points = [list(v) for v in _SCENARIOS.values()] + [[small - 1, distant, False], [small, round(distant - 0.01, 2), True],
+                                                            [50, 0.1, True]]
         return [{"points": points}]
-    points = [[rng.choice([rng.randint(1, 9_999), rng.randint(10_000, 5_000_000)]), round(rng.random(), 2),
+    small, _ = _rule()
+    points = [[rng.choice([rng.randint(1, small - 1), rng.randint(small, 5_000_000)]), round(rng.random(), 2),
                rng.random() < 0.4] for _ in range(8)]
     return [{"points": points}]
 
@@ -375,12 +387,13 @@ def _mp_judge(spec: dict, obs: dict, chk) -> None:
         if bn not in _BN:
             chk.fail(f"{shown} gave bn {bn[:40]}", f"use one of {', '.join(map(repr, _BN))}")
         want_s, want_bn = _expected(n, gap, new_scanner)
-        size = "small" if n < 10_000 else "large"
-        near = "distant" if gap >= 0.5 else "similar"
+        small, distant = _rule()
+        size = "small" if n < small else "large"
+        near = "distant" if gap >= distant else "similar"
         if strategy != want_s:
             problems.append((f"{shown}: the strategy is not what the decision rule gives",
-                             f"{n:,} labelled images is {size} data (small: fewer than 10,000) and a gap of {gap} is {near} "
-                             "(distant: 0.5 or more); labkit.strategy.choose_strategy applies the rule"))
+                             f"{n:,} labelled images is {size} data (small: fewer than {small:,}) and a gap of {gap} is {near} "
+                             f"(distant: {distant} or more); labkit.strategy.choose_strategy applies the rule"))
         if bn != want_bn:
             if new_scanner:
                 hint = ("a new scanner seen only through unlabelled images: re-estimate BatchNorm on them ('adapt'), "
