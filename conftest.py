@@ -4,7 +4,7 @@ Set before anything imports labkit, torch or matplotlib; nbval's kernels inherit
 """
 import os
 
-os.environ.setdefault("LABKIT_OFFLINE", "1")  # the bundled micro-backbone, never a download
+os.environ.setdefault("LABKIT_OFFLINE", "1")  # EfficientNet-Lite0 from its installed package, never a download
 os.environ.setdefault("LABKIT_PROGRESS", "0")  # no progress bars in test output
 os.environ.setdefault("MPLBACKEND", "Agg")
 # The suite runs as two pytest-xdist workers on a 2-core machine (see the README's test command):
@@ -19,6 +19,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Measured with --durations=0 on 2 cores; an entry that goes stale only costs balance.
 LONGEST_FIRST = (
     "solutions/05_medical_domain_adaptation.ipynb",
+    "solutions/06_parameter_efficient_finetuning.ipynb",
     "tests/test_grading_batch.py",
     "tests/test_grading_attacks.py",
     "tests/test_grading_validate.py",

@@ -11,6 +11,7 @@ from torch import nn
 from labkit.device import resolve_device
 
 __all__ = [
+    "batch_images",
     "unwrap_subset",
     "dataset_labels",
     "dataset_classes",
@@ -86,6 +87,17 @@ def loader_len(loader) -> int | None:
         return len(loader)
     except TypeError:
         return None
+
+
+def batch_images(batch, where: str) -> torch.Tensor:
+    """The image tensor of a batch that is images or ``(images, labels)``; a clear error otherwise."""
+    x = batch[0] if isinstance(batch, (tuple, list)) else batch
+    if isinstance(x, dict):
+        raise TypeError(f"{where}: expected batches of images or (images, labels), got a dict.")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{where}: expected batches of image tensors or (images, labels) pairs, got "
+                        f"{type(x).__name__}. Pass a DataLoader over the new domain's images.")
+    return x
 
 
 def split_batch(batch, where: str):

@@ -26,6 +26,8 @@ from typing import Iterable
 import torch
 from torch import nn
 
+from labkit._batches import batch_images
+
 __all__ = ["adapt_batchnorm", "batchnorm_layers"]
 
 _BN = nn.modules.batchnorm._BatchNorm
@@ -47,16 +49,6 @@ def batchnorm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 def _force_train(bn: nn.Module, args: tuple) -> None:
     """Forward pre-hook used only during adaptation: the layer uses and records batch statistics."""
     bn.training = True
-
-
-def _images(batch, where: str) -> torch.Tensor:
-    x = batch[0] if isinstance(batch, (tuple, list)) else batch
-    if isinstance(x, dict):
-        raise TypeError(f"{where}: expected batches of images or (images, labels), got a dict.")
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{where}: expected batches of image tensors or (images, labels) pairs, got "
-                        f"{type(x).__name__}. Pass a DataLoader over the new domain's images.")
-    return x
 
 
 def adapt_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int | None = None,
@@ -120,7 +112,7 @@ def adapt_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int | No
             for i, batch in enumerate(loader):
                 if max_batches is not None and i >= max_batches:
                     break
-                x = _images(batch, "adapt_batchnorm: loader")
+                x = batch_images(batch, "adapt_batchnorm: loader")
                 model(x.to(device, non_blocking=True))
                 seen += 1
         if seen == 0:

@@ -459,7 +459,7 @@ def compute_outputs(module: nn.Module, images: torch.Tensor, *, batch_size: int 
 # --------------------------------------------------------------------------- measuring the domain gap
 def _batches_of(data, where: str):
     """Image batches from a tensor (split into 64s), a DataLoader, or a list of batches."""
-    from labkit.adapt import _images
+    from labkit._batches import batch_images
 
     if isinstance(data, torch.Tensor):
         if data.dim() != 4:
@@ -468,7 +468,7 @@ def _batches_of(data, where: str):
     if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
         raise TypeError(f"{where}: expected an image tensor, a DataLoader or a list of batches, got "
                         f"{type(data).__name__}.")
-    return (_images(batch, where) for batch in data)
+    return (batch_images(batch, where) for batch in data)
 
 
 def batchnorm_shift(model: nn.Module, data, *, max_batches: int | None = None) -> dict[str, float]:

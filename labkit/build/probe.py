@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     from labkit.filters import first_conv
 
     models = _backbones(a.backbone, 0)
-    print(f"backbone: {models[0].describe()}")
+    print(models[0].describe())
     for task in TASKS:
         probe = measure_probe(a.backbone, task=task, per_class=a.per_class, seeds=range(a.draws), models=models)
         print(format_report(probe))
