@@ -11,7 +11,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-__all__ = ["get_head", "replace_head", "stages", "HEAD_NAMES"]
+__all__ = ["get_head", "get_head_name", "replace_head", "stages", "HEAD_NAMES"]
 
 # Attribute names under which torchvision (and most hand-written models) keep the head.
 HEAD_NAMES = ("fc", "classifier", "heads", "head")
@@ -86,6 +86,20 @@ def get_head(model: nn.Module, *, head: str | None = None) -> nn.Module:
         Linear(in_features=512, out_features=1000, bias=True)
     """
     return model.get_submodule(_find_head_path(model, head))
+
+
+def get_head_name(model: nn.Module, *, head: str | None = None) -> str:
+    """The dotted name of the layer :func:`get_head` returns (for ``modules_to_save``, optimizers, logs).
+
+    Args:
+        model: as for :func:`get_head`.
+        head: dotted name of the head, checked and returned, for models where it cannot be found by name.
+
+    Example:
+        >>> get_head_name(torchvision.models.vit_b_16(weights=None))
+        'heads.head'
+    """
+    return _find_head_path(model, head)
 
 
 def _new_head(old: nn.Module, num_classes: int) -> nn.Module:

@@ -43,9 +43,10 @@ def test_registry_holds_the_exercises_of_the_contract_lesson_00_first():
         "03.make_param_groups", "03.conv1_drift",
         "04.choose_strategy", "04.scenario_answers",
         "05.reestimate_bn", "05.class_weights", "05.medical_policy",
+        "06.lora_param_count", "06.merged_weight", "06.choose_adaptation",
     ]
     assert LESSONS == ("00_pretrained_models", "01_feature_extraction", "02_first_layer_filters", "03_discriminative_lr",
-                       "04_choosing_a_strategy", "05_medical_domain_adaptation")
+                       "04_choosing_a_strategy", "05_medical_domain_adaptation", "06_parameter_efficient_finetuning")
     assert [e.name for e in exercises_for("04_choosing_a_strategy")] == ["choose_strategy", "scenario_answers"]
 
 

@@ -169,3 +169,14 @@ def test_stages_follow_each_family_names(name, expected):
 
 def test_generic_fallback_uses_top_level_children():
     assert list(stages(Unusual())) == ["body", "decoder"]
+
+
+def test_get_head_name_names_the_layer_get_head_returns():
+    import torchvision
+
+    from labkit.heads import get_head_name
+
+    vit = torchvision.models.vit_b_16(weights=None)
+    assert get_head_name(vit) == "heads.head" and vit.get_submodule(get_head_name(vit)) is get_head(vit)
+    with pytest.raises(ValueError, match="has no submodule named 'head9'"):
+        get_head_name(vit, head="head9")

@@ -1422,7 +1422,8 @@ def _judge_strategy(spec: dict, obs: dict, chk: Checker) -> None:
         near = "distant" if gap >= _DISTANT_GAP else "similar"
         chk.fail(
             f"{shown} returned {got!r}, which is not the best fit",
-            f"{n:,} images is {size} data (small: fewer than 10,000) and a gap of {gap} is {near} (distant: 0.5 or more)",
+            f"{n:,} images is {size} data (small: fewer than {_SMALL_DATA:,}) and a gap of {gap} is {near} "
+            f"(distant: {_DISTANT_GAP} or more)",
         )
     chk.ok("picks the strategy from data size and domain gap")
 
@@ -1541,6 +1542,7 @@ EXERCISES = {
     **{e.id: e for e in _load_lesson_checks("checks_00")},
     **EXERCISES,
     **{e.id: e for e in _load_lesson_checks("checks_05")},
+    **{e.id: e for e in _load_lesson_checks("checks_06")},
 }
 LESSONS: tuple[str, ...] = tuple(dict.fromkeys(e.lesson for e in EXERCISES.values()))
 
