@@ -1368,7 +1368,8 @@ CORRECT = [(e, label, obj) for e, rows in C.items() for label, obj in rows]
 WRONG = [(e, label, obj, expect) for e, rows in W.items() for label, obj, expect in rows]
 
 
-OWN_TABLES = {"00_pretrained_models": "tests/test_check_variants_00.py", "05_medical_domain_adaptation": "tests/test_check_variants_05.py"}  # lessons whose table lives elsewhere
+OWN_TABLES = {"00_pretrained_models": "tests/test_check_variants_00.py", "05_medical_domain_adaptation": "tests/test_check_variants_05.py",
+              "06_parameter_efficient_finetuning": "tests/test_check_variants_06.py"}  # lessons whose table lives elsewhere
 
 
 def test_every_exercise_has_many_correct_and_wrong_variants():
