@@ -367,11 +367,12 @@ def _torchvision_weights_enum(name: str):
         raise _unknown_name_error(name) from e
 
 
-def _resize_for(default, input_size: int) -> dict:
+def _resize_for(default, input_size: int | None) -> dict:
+    """The weights' preprocessing, its crop set to ``input_size`` (None: the weights' own) at the same ratio."""
     from labkit.data import get_preprocessing
 
     pre = get_preprocessing(default)
-    if input_size != pre["crop_size"]:
+    if input_size is not None and input_size != pre["crop_size"]:
         ratio = pre["crop_size"] / pre["resize_size"]
         pre = dict(pre, crop_size=input_size, resize_size=int(math.floor(input_size / ratio)))
     return pre
@@ -383,7 +384,7 @@ def _load_torchvision(name: str, pretrained: bool, progress: bool, timeout: floa
     from labkit.data import make_eval_transform, make_train_transform
 
     default = _torchvision_weights_enum(name).DEFAULT
-    pre = _resize_for(default, input_size) if input_size else _resize_for(default, default.transforms().crop_size[0])
+    pre = _resize_for(default, input_size)
     if not pretrained:
         model = torchvision.models.get_model(name, weights=None)
         meta = _meta_for(model, None, name, "torchvision", pre, "none (random initialization)",

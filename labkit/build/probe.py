@@ -55,6 +55,11 @@ __all__ = [
 ARMS = ("pretrained", "random_init", "raw_pixels")
 
 
+def _check_size(size) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"size must be an int >= 8 pixels (the digits are 8x8), got {size!r}.")
+
+
 def _need_sklearn():
     try:
         import sklearn  # noqa: F401
@@ -76,8 +81,7 @@ def load_digit_images(*, size: int = 64) -> tuple[torch.Tensor, np.ndarray]:
         >>> tuple(x.shape), int(y.max())
         ((1797, 3, 16, 16), 9)
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"size must be an int >= 8 (the digits are 8x8), got {size!r}.")
+    _check_size(size)
     _need_sklearn()
     from sklearn.datasets import load_digits
 
@@ -155,8 +159,7 @@ def load_photo_crops(*, size: int = 64, per_photo: int = 60, crop: int = 96, see
         >>> tuple(x.shape), int(y.max())
         ((27, 3, 16, 16), 8)
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"size must be an int >= 8 pixels, got {size!r}.")
+    _check_size(size)
     _need_sklearn()
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -179,8 +182,7 @@ def load_face_patches(*, size: int = 64) -> tuple[torch.Tensor, np.ndarray]:
         >>> tuple(x.shape), int(y.sum())
         ((200, 3, 32, 32), 100)
     """
-    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
-        raise ValueError(f"size must be an int >= 8 pixels, got {size!r}.")
+    _check_size(size)
     from skimage import data
 
     x = torch.tensor(np.asarray(data.lfw_subset()), dtype=torch.float32)[:, None]
