@@ -383,14 +383,14 @@ def test_bad_grading_options_are_rejected_before_anything_runs(tmp_path):
 
 
 def test_the_resume_fingerprint_covers_the_lesson_check_modules(tmp_path):
-    from labkit.grading.grade import _checks_sha
+    from labkit.grading.loading import checks_sha
 
     checks = tmp_path / "checks.py"
     checks.write_text("# shared protocol\n")
     (tmp_path / "checks_05.py").write_text("EXERCISES_05 = []\n")
     (tmp_path / "notes.py").write_text("unrelated\n")
-    before = _checks_sha(checks)
+    before = checks_sha(checks)
     (tmp_path / "notes.py").write_text("still unrelated\n")
-    assert _checks_sha(checks) == before
+    assert checks_sha(checks) == before
     (tmp_path / "checks_05.py").write_text("EXERCISES_05 = ['changed']\n")
-    assert _checks_sha(checks) != before  # a lesson module's edit regrades on --resume
+    assert checks_sha(checks) != before  # a lesson module's edit regrades on --resume

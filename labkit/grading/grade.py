@@ -58,7 +58,8 @@ from labkit._env import progress_enabled
 from labkit.grading import sandbox as sandbox_mod
 from labkit.grading.checks import LESSONS, exercises_for
 from labkit.grading._files import write_atomic
-from labkit.grading.runner import CHECKS_PATH, describe_exit, worker_command
+from labkit.grading.loading import CHECKS_PATH, checks_sha, load_checks
+from labkit.grading.runner import describe_exit, worker_command
 from labkit.grading.sandbox import Isolation, Limits, detect_isolation
 
 __all__ = [
@@ -255,8 +256,6 @@ def _zero(student: str, path: Path, lesson: str, problem: str, *, sha: str = "",
 _ACTIVE: set[threading.Event] = set()
 _ACTIVE_LOCK = threading.Lock()
 _JUDGE_LOCK = threading.Lock()
-_LOAD_LOCK = threading.Lock()
-_LOADED: dict[str, object] = {}
 _MAX_RESULT_BYTES = 16_000_000
 _MAX_LINE = 300
 _MAX_FEEDBACK_LINES = 40
@@ -306,39 +305,6 @@ def _sandbox_env(workers: int, *, home: str, pythonpath: str, quick: bool = Fals
     if quick:
         env["LABKIT_QUICK"] = "1"
     return env
-
-
-def _load_checks(checks_path: Path | None):
-    """The checks module the trusted side judges with: the installed one, or an instructor's copy."""
-    if checks_path is None or checks_path.resolve() == CHECKS_PATH.resolve():
-        from labkit.grading import checks
-
-        return checks
-    import importlib.util
-
-    data = checks_path.read_bytes()
-    name = f"_labkit_instructor_checks_{hashlib.sha256(str(checks_path.resolve()).encode() + data).hexdigest()[:16]}"
-    with _LOAD_LOCK:  # workers must never see a half-loaded module
-        if name in _LOADED:
-            return _LOADED[name]
-        spec = importlib.util.spec_from_file_location(name, checks_path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        try:
-            spec.loader.exec_module(module)
-        except BaseException:
-            sys.modules.pop(name, None)
-            raise
-        _check_protocol(module, checks_path)
-        _LOADED[name] = module
-        return module
-
-
-def _check_protocol(module, path: Path) -> None:
-    missing = [n for n in ("run_judge", "EXERCISES") if not hasattr(module, n)]
-    if missing or not all(callable(getattr(e, "cases", None)) for e in module.EXERCISES.values()):
-        raise ValueError(f"checks file {path} does not follow the observe/judge protocol (no {', '.join(missing) or 'Exercise.cases'}); "
-                         "start your private copy from the installed labkit/grading/checks.py")
 
 
 def _choose_specs(checks, exercise, rng) -> list[dict]:
@@ -490,19 +456,6 @@ def _kill_active() -> None:
             event.set()
 
 
-def _checks_sha(checks_path: Path) -> str:
-    """One fingerprint of the checks file and the lesson check modules beside it (``checks_NN.py``).
-
-    A resumed run reuses a journal only when this matches, so editing any lesson's checks
-    regrades everyone.
-    """
-    digest = hashlib.sha256()
-    for path in [checks_path, *sorted(checks_path.parent.glob("checks_[0-9]*.py"))]:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-
 def _checked_limits(limits: "Limits | None", **timeouts: float) -> "Limits":
     """Refuse a timeout that is not a positive number of seconds; return the (checked) limits."""
     for name, value in timeouts.items():
@@ -569,7 +522,7 @@ def grade_notebook(
     isolation = isolation or detect_isolation()
     if require_sandbox and isolation.weak:
         raise RuntimeError(f"refusing to grade without the sandbox: {isolation.reason}")
-    checks = _load_checks(checks_file)
+    checks = load_checks(checks_file)
     started = time.monotonic()
     try:
         data = path.read_bytes()
@@ -822,7 +775,7 @@ def grade(
     isolation = detect_isolation(use_bwrap=sandbox)
     if require_sandbox and isolation.weak:
         raise RuntimeError(f"refusing to grade without the sandbox: {isolation.reason}")
-    _load_checks(checks)  # once, here: a broken checks file fails before anything is written
+    load_checks(checks)  # once, here: a broken checks file fails before anything is written
     feedback_dir.mkdir(parents=True, exist_ok=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     key = _journal_key(feedback_dir)
@@ -831,7 +784,7 @@ def grade(
         "cell_timeout": float(cell_timeout),
         "notebook_timeout": float(notebook_timeout),
         "check_timeout": float(check_timeout),
-        "checks_sha256": _checks_sha(checks),
+        "checks_sha256": checks_sha(checks),
         "limits": asdict(limits),
         "isolation": isolation.kind,
     }
