@@ -26,7 +26,7 @@ LONGEST_FIRST = (
     "solutions/04_choosing_a_strategy.ipynb",
     "solutions/03_discriminative_lr.ipynb",
     "solutions/01_feature_extraction.ipynb",
-    "tests/test_rehearse.py",
+    "tests/test_tools_rehearse.py",
     "tests/test_browser_widgets.py",
     "solutions/00_pretrained_models.ipynb",
     "tests/test_heads.py",

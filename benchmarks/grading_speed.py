@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from labkit.grading.grade import grade  # noqa: E402
+from labkit.grading.grade import grade  # noqa: E402 - after the sys.path line above
+from labkit.grading.settings import GradingSettings  # noqa: E402 - after the sys.path line above
 
 
 def main(argv=None) -> int:
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
             shutil.copy(ROOT / "solutions" / f"{a.lesson}.ipynb", work / "subs" / f"student{i:02d}.ipynb")
         t = time.monotonic()
         report = grade([work / "subs"], out=work / "out" / "grades.csv", workers=a.workers, progress=False,
-                       sandbox=not a.no_sandbox)
+                       settings=GradingSettings(sandbox=not a.no_sandbox))
         total = time.monotonic() - t
         subs = report.submissions
         full = sum(s.total == s.max_total for s in subs)

@@ -13,9 +13,13 @@ import argparse
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the checkout, for tools.probe (run as `python benchmarks/offline_input_size.py`)
 
 
 def _median_seconds(fn, repeats: int = 3) -> float:
@@ -47,8 +51,8 @@ def _head_accuracy(backbone, dataset: str) -> float:
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
 
-    from labkit.build.probe import extract_pooled_features
     from labkit.data import get_bundled_dataset, load_image_folder
+    from tools.probe import extract_pooled_features
 
     def arrays(split):
         ds = load_image_folder(get_bundled_dataset(dataset) / split, transform=backbone.eval_transform, verbose=False)

@@ -7,9 +7,9 @@ The surgery core is importable from the top level::
 Everything else lives in one module per concept (``labkit.models``, ``labkit.data``,
 ``labkit.filters``, ``labkit.train``, ``labkit.history``, ``labkit.device``, ``labkit.seed``,
 ``labkit.measure``, ``labkit.features``, ``labkit.strategy``, ``labkit.compare``,
-``labkit.stats``, ``labkit.widgets``, ``labkit.grading``); import what a lesson needs from
-there. The tools that build the course (procedural images, the micro-backbone's pretraining,
-the benchmark) live apart in ``labkit.build`` and are not imported here.
+``labkit.stats``, ``labkit.interpret``, ``labkit.widgets``, ``labkit.grading``); import what a lesson needs from
+there. The tools that build the course (the bundled datasets, the probe, the Colab rehearsal,
+the benchmark) live apart in the checkout's ``tools/``, outside the package.
 
 ``quick_run()`` tells a lesson whether the course's structure check asked for a quick pass
 (``LABKIT_QUICK=1``: fewer seeds and epochs; the printed numbers always come from full runs).

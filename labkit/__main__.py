@@ -1,7 +1,9 @@
 """Command line: ``python -m labkit <command> [options]``.
 
-Each command lives in the module that owns its concept; this file only dispatches,
-so ``python -m labkit --help`` stays fast and imports nothing heavy.
+The commands are an instructor's (release, validate, grade). Each lives in the module that owns
+its concept; this file only dispatches, so ``python -m labkit --help`` stays fast and imports
+nothing heavy. The tools that build the course (datasets, probe, Colab rehearsal, benchmark) are
+not labkit commands: they live in the checkout's ``tools/`` (``python -m tools.<name>``).
 """
 from __future__ import annotations
 
@@ -16,11 +18,6 @@ COMMANDS = {
     "release": ("labkit.grading.cli", "release_main", "write student notebooks/ from solutions/"),
     "validate": ("labkit.grading.cli", "validate_main", "solutions score full marks, untouched students score zero"),
     "grade": ("labkit.grading.cli", "grade_main", "grade a batch of submitted notebooks into a CSV"),
-    # course-building tools (labkit.build): for maintainers, not for learners
-    "bench": ("labkit.build.bench", "main", "time full_finetune vs feature_extraction vs cached_features"),
-    "make-datasets": ("labkit.build", "make_datasets_main", "regenerate the bundled datasets in datasets/"),
-    "probe": ("labkit.build.probe", "main", "score the offline backbone's features on real images: pretrained vs random init vs raw pixels"),
-    "rehearse": ("labkit.build.rehearse", "main", "run every solution notebook the Colab way (torchvision, 224 px, no network)"),
 }
 
 
@@ -31,6 +28,8 @@ def _usage() -> str:
         lines.append(f"  {name.ljust(width)}  {text}")
     lines.append("")
     lines.append("Run `python -m labkit <command> --help` for a command's options.")
+    lines.append("Maintainer tools (datasets, probe, rehearsal, benchmark): `python -m tools.<name>` in a checkout "
+                 "(tools/README.md).")
     return "\n".join(lines)
 
 

@@ -80,27 +80,15 @@ def adapt_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int | No
         >>> adapt_batchnorm(model, images) is model
         True
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"adapt_batchnorm expected an nn.Module as model, got {type(model).__name__}.")
-    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1):
-        raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}.")
-    if isinstance(loader, (torch.Tensor, str, bytes)) or not hasattr(loader, "__iter__"):
-        raise TypeError(f"adapt_batchnorm expected an iterable of image batches (a DataLoader) as loader, got "
-                        f"{type(loader).__name__}. Wrap a single tensor as [images].")
-    layers = [m for _, m in batchnorm_layers(model)]
-    if not layers:
-        raise ValueError(f"{type(model).__name__} has no BatchNorm layer with running statistics, so there is "
-                         "nothing to adapt (AdaBN needs BatchNorm; GroupNorm/LayerNorm models keep no statistics).")
+    layers = _check_adapt(model, loader, max_batches)
     if device is None:
         first = next(iter(model.parameters()), None)
         device = first.device if first is not None else torch.device("cpu")
     device = torch.device(device)
-
     modes = {m: m.training for m in model.modules()}
     saved = {m: (m.momentum, m.running_mean.clone(), m.running_var.clone(),
                  None if m.num_batches_tracked is None else m.num_batches_tracked.clone()) for m in layers}
     hooks = []
-    seen = 0
     try:
         model.eval()  # dropout and everything else off; only BatchNorm runs in training mode
         for m in layers:
@@ -108,16 +96,7 @@ def adapt_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int | No
             m.momentum = None  # cumulative average: running = mean over batches so far
             m.train()
             hooks.append(m.register_forward_pre_hook(_force_train))  # runs after labkit.freeze's hold hook
-        with torch.no_grad():
-            for i, batch in enumerate(loader):
-                if max_batches is not None and i >= max_batches:
-                    break
-                x = batch_images(batch, "adapt_batchnorm: loader")
-                model(x.to(device, non_blocking=True))
-                seen += 1
-        if seen == 0:
-            raise ValueError("adapt_batchnorm: the loader gave no batches; pass a DataLoader over the new domain's "
-                             "images.")
+        _forward_batches(model, loader, max_batches, device)
     except BaseException:
         for m, (_, mean, var, _n) in saved.items():  # leave the model as it was
             m.running_mean.copy_(mean)
@@ -133,3 +112,35 @@ def adapt_batchnorm(model: nn.Module, loader: Iterable, *, max_batches: int | No
         for m, mode in modes.items():
             m.training = mode
     return model
+
+
+def _check_adapt(model, loader, max_batches) -> list[nn.Module]:
+    """adapt_batchnorm's input checks; returns the BatchNorm layers to adapt."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"adapt_batchnorm expected an nn.Module as model, got {type(model).__name__}.")
+    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
+                                    or max_batches < 1):
+        raise ValueError(f"max_batches must be a positive int or None, got {max_batches!r}.")
+    if isinstance(loader, (torch.Tensor, str, bytes)) or not hasattr(loader, "__iter__"):
+        raise TypeError(f"adapt_batchnorm expected an iterable of image batches (a DataLoader) as loader, got "
+                        f"{type(loader).__name__}. Wrap a single tensor as [images].")
+    layers = [m for _, m in batchnorm_layers(model)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no BatchNorm layer with running statistics, so there is "
+                         "nothing to adapt (AdaBN needs BatchNorm; GroupNorm/LayerNorm models keep no statistics).")
+    return layers
+
+
+def _forward_batches(model: nn.Module, loader, max_batches: int | None, device: torch.device) -> None:
+    """One forward pass per batch without gradient; an empty loader is an error."""
+    seen = 0
+    with torch.no_grad():
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x = batch_images(batch, "adapt_batchnorm: loader")
+            model(x.to(device, non_blocking=True))
+            seen += 1
+    if seen == 0:
+        raise ValueError("adapt_batchnorm: the loader gave no batches; pass a DataLoader over the new domain's "
+                         "images.")

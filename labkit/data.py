@@ -97,7 +97,9 @@ def get_preprocessing(source: Any) -> dict:
         return {"crop_size": int(crop), "resize_size": int(obj["resize_size"]), "mean": [float(v) for v in obj["mean"]],
                 "std": [float(v) for v in obj["std"]], "interpolation": str(getattr(interp, "value", interp))}
     if all(hasattr(obj, a) for a in ("crop_size", "resize_size", "mean", "std")):  # ImageClassification preset
-        first = lambda v: int(v[0] if isinstance(v, (list, tuple)) else v)  # noqa: E731
+        def first(v) -> int:
+            return int(v[0] if isinstance(v, (list, tuple)) else v)
+
         return {"crop_size": first(obj.crop_size), "resize_size": first(obj.resize_size),
                 "mean": [float(v) for v in obj.mean], "std": [float(v) for v in obj.std],
                 "interpolation": getattr(obj, "interpolation", InterpolationMode.BILINEAR).value}
@@ -175,7 +177,8 @@ def get_bundled_dataset(name: str) -> Path:
             return root / name
     raise FileNotFoundError(
         f"bundled dataset {name!r} not found in {[str(r) for r in _dataset_roots()]}. It ships with the git "
-        f"checkout (datasets/{name}); regenerate it with `python -m labkit make-datasets --root DIR` and set "
+        f"checkout (datasets/{name}); regenerate it from a checkout with "
+        "`python -m tools.make_datasets --root DIR` and set "
         "LABKIT_DATASETS=DIR if labkit was installed without the checkout."
     )
 
@@ -206,7 +209,8 @@ class FolderReport(NamedTuple):
         lines.append(f"  imbalance (largest/smallest): {self.imbalance:.1f}x"
                      + ("  <- consider a weighted loss or sampler" if self.imbalance >= 2 else ""))
         if self.skipped:
-            lines.append(f"  skipped {len(self.skipped)} unreadable: " + ", ".join(Path(p).name for p, _ in self.skipped[:5])
+            shown = ", ".join(Path(p).name for p, _ in self.skipped[:5])
+            lines.append(f"  skipped {len(self.skipped)} unreadable: " + shown
                          + (" ..." if len(self.skipped) > 5 else ""))
         if self.ignored:
             lines.append(f"  ignored {self.ignored} hidden or non-image files")
@@ -304,10 +308,10 @@ class _CheckedImageFolder(ImageFolder):
         self.report = report
         super().__init__(str(report.root), transform=transform)
 
-    def find_classes(self, directory):  # noqa: D102 - torchvision hook
+    def find_classes(self, directory):
         return list(self.report.classes), {c: i for i, c in enumerate(self.report.classes)}
 
-    def make_dataset(self, directory, class_to_idx, *args, **kwargs):  # noqa: D102 - torchvision hook
+    def make_dataset(self, directory, class_to_idx, *args, **kwargs):
         return list(self.report.samples)
 
 
@@ -480,7 +484,8 @@ def make_loaders(source: str | Path, *, backbone: Any = None, train_transform: C
         >>> dl.num_classes, len(dl.train.dataset), len(dl.val.dataset)
         (8, 240, 160)
     """
-    train_transform, eval_transform = resolve_transforms(backbone, train_transform, eval_transform, where="make_loaders")
+    train_transform, eval_transform = resolve_transforms(backbone, train_transform, eval_transform,
+                                                         where="make_loaders")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
     key = source.lower() if isinstance(source, str) else None

@@ -35,7 +35,8 @@ from labkit.heads import get_head
 from labkit.history import History
 from labkit.train import fit
 
-__all__ = ["Features", "HeadFit", "extract_features", "fit_head", "feature_cache_path", "split_head"]
+__all__ = ["Features", "HeadFit", "extract_features", "fit_head", "feature_cache_path", "split_head", "split_model",
+           "compute_outputs"]
 
 _RANDOM_TRANSFORM = re.compile(
     r"\b(Random\w*|ColorJitter|\w*AutoAugment|RandAugment|TrivialAugment\w*|AugMix|ElasticTransform|GaussianBlur)\("
@@ -202,7 +203,7 @@ def extract_features(
             with the same backbone weights, data and precision.
         key: names the data for the cache key when labkit cannot read the dataset's contents.
         channels_last: feed images in channels-last memory format.
-        progress: draw a progress bar (default: see :func:`labkit.train.progress_enabled`).
+        progress: draw a progress bar (default: on, unless LABKIT_PROGRESS=0 or CI=true).
 
     Example:
         >>> backbone = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
@@ -229,13 +230,23 @@ def extract_features(
             saved = torch.load(path, map_location="cpu", weights_only=True)
             return Features(saved["features"], saved["labels"])
     _warn_if_random(loader)
+    bar = progress_bar(n_batches, "features", progress_enabled(progress))
+    features, labels = _forward_all(backbone, loader, dev, amp_cfg, channels_last, bar)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"features": features, "labels": labels}, tmp)
+        tmp.replace(path)
+    return Features(features, labels)
 
+
+def _forward_all(backbone: nn.Module, loader, dev, amp_cfg, channels_last: bool, bar) -> Features:
+    """One pass in eval mode under ``torch.inference_mode()``: flattened float32 outputs and labels, on the CPU."""
     was_training = backbone.training
     backbone.eval()
     if channels_last:
         backbone.to(memory_format=torch.channels_last)
     chunks, label_chunks = [], []
-    bar = progress_bar(n_batches, "features", progress_enabled(progress))
     try:
         with torch.inference_mode():
             for batch in loader:
@@ -261,13 +272,7 @@ def extract_features(
     # Concatenating outside inference_mode gives ordinary tensors that autograd can use later.
     features = torch.cat(chunks).cpu()
     del chunks
-    labels = torch.cat(label_chunks).long()
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"features": features, "labels": labels}, tmp)
-        tmp.replace(path)
-    return Features(features, labels)
+    return Features(features, torch.cat(label_chunks).long())
 
 
 # --------------------------------------------------------------------------- head training
@@ -295,6 +300,197 @@ def split_head(model: nn.Module) -> tuple[nn.Module, nn.Linear]:
     parent, _, leaf = path.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, leaf, nn.Identity())
     return model, head
+
+
+# --------------------------------------------------------------------------- cutting a model at a stage
+
+class _FlattenFeatures(nn.Module):
+    """Flatten pooled maps (N x C x 1 x 1) to N x C before a Linear head; 2-D input passes unchanged."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.flatten(1) if x.dim() > 2 else x
+
+
+def _stage_owners(model: nn.Module) -> tuple[list[str], dict[int, str]]:
+    from labkit.heads import stages
+
+    found = stages(model)
+    owner: dict[int, str] = {}
+    for name, module in found.items():
+        if type(module).__name__ == "_StageGroup":  # a view on several layers of the model
+            for member in module.children():
+                owner[id(member)] = name
+            if any(True for _ in module.parameters(recurse=False)):
+                owner[-1] = name  # a bare parameter (ViT's class token): no sequential cut
+        else:
+            owner[id(module)] = name
+    return list(found), owner
+
+
+def _sequence(model: nn.Module, owner: dict[int, str]) -> list[tuple[str, nn.Module, str | None]]:
+    """The model's layers in registration order as (name, module, stage or None for glue such as pooling)."""
+    inside = {}
+
+    def holds_stage(module: nn.Module) -> bool:
+        if id(module) not in inside:
+            inside[id(module)] = any(id(m) in owner for m in module.modules())
+        return inside[id(module)]
+
+    out: list[tuple[str, nn.Module, str | None]] = []
+
+    def walk(module: nn.Module, prefix: str) -> None:
+        for name, child in module.named_children():
+            if child is None:
+                continue
+            path = prefix + name
+            if id(child) in owner:
+                out.append((path, child, owner[id(child)]))
+            elif holds_stage(child):
+                walk(child, path + ".")
+            else:
+                out.append((path, child, None))
+
+    walk(model, "")
+    return out
+
+
+def split_model(model: nn.Module, *, at: str | int, check: bool = True,
+                probe_size: int = 64) -> tuple[nn.Module, nn.Module]:
+    """Cut ``model`` before stage ``at``: ``(bottom, top)`` with ``top(bottom(x)) == model(x)``.
+
+    Both halves are ``nn.Sequential`` views that hold the model's own layers (no copies), so
+    training ``top`` trains the model. The stages are :func:`labkit.heads.stages`', so the
+    same call works on torchvision's ResNet (``at="layer4"``), timm's EfficientNet
+    (``at="blocks.6"``) and any model whose forward runs its layers in registration order.
+    ``at`` may be the head stage: then ``bottom`` gives the pooled, flattened features.
+
+    Why: when ``bottom`` is frozen (labkit.freeze keeps its BatchNorm in eval) and no
+    augmentation runs inside the loop, its outputs never change, so compute them once with
+    :func:`compute_outputs` and train ``top`` on them: partial fine-tuning at the cost of
+    its thawed stages only ("cached activations").
+
+    Steps of the model's ``forward`` that are not layers are not in the halves: timm runs
+    dropout before its classifier as a function call, so ``top`` in training mode has none.
+    In eval mode the halves compute exactly the model (``check`` verifies it on a random
+    ``probe_size`` batch and raises when a model's forward is not a plain sequence, e.g. ViT).
+
+    Args:
+        model: a classifier with stages (:func:`labkit.heads.stages`).
+        at: the first stage of ``top``, by name or index (negative counts from the head).
+        check: verify ``top(bottom(x)) == model(x)`` in eval mode on a random batch.
+        probe_size: side of that batch's images.
+
+    Example:
+        >>> bottom, top = split_model(torchvision.models.resnet18(weights=None), at="layer4")
+        >>> [name for name, _ in top.named_children()]
+        ['layer4', 'avgpool', 'flatten', 'fc']
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"split_model: expected an nn.Module, got {type(model).__name__}.")
+    names, owner = _stage_owners(model)
+    if isinstance(at, bool) or not isinstance(at, (str, int)):
+        raise TypeError(f"split_model: at must be a stage name or index, got {type(at).__name__}. Stages: {names}.")
+    if isinstance(at, int):
+        if not -len(names) <= at < len(names):
+            raise ValueError(f"split_model: at={at} is out of range for {len(names)} stages {names}.")
+        at = names[at]
+    if at not in names:
+        raise ValueError(f"split_model: at must be one of the stages {names}, got {at!r}.")
+    if -1 in owner:
+        raise TypeError(f"split_model cannot cut {type(model).__name__}: a stage holds a bare parameter (a class "
+                        "token or position embedding), so its forward is not a sequence of layers.")
+    seq = _sequence(model, owner)
+    head = names[-1]
+    start = next(i for i, (_, _, stage) in enumerate(seq) if stage == at)
+    first_head = next(i for i, (_, _, stage) in enumerate(seq) if stage == head)
+
+    def halve(part: list) -> nn.Sequential:
+        out = nn.Sequential()
+        for path, module, stage in part:
+            if stage == head and "flatten" not in out._modules and path == seq[first_head][0]:
+                out.add_module("flatten", _FlattenFeatures())
+            out.add_module(path.replace(".", "_"), module)
+        return out
+
+    bottom, top = halve(seq[:start]), halve(seq[start:])
+    if at == head:
+        bottom.add_module("flatten", _FlattenFeatures())
+    if check:
+        _check_halves(model, bottom, top, probe_size)
+    return bottom, top
+
+
+def _check_halves(model: nn.Module, bottom: nn.Module, top: nn.Module, size: int) -> None:
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
+    modes = {m: m.training for m in model.modules()}
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
+    try:
+        model.eval()
+        with torch.no_grad():
+            whole = model(x)
+            try:
+                halves = top(bottom(x))
+            except Exception as e:  # any failure means: not a plain sequence
+                halves = e
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    if isinstance(halves, Exception) or halves.shape != whole.shape or not torch.allclose(
+            halves, whole, rtol=1e-4, atol=1e-4 * (1 + whole.abs().max().item())):
+        why = f"({type(halves).__name__}: {halves})" if isinstance(halves, Exception) else "(different outputs)"
+        raise TypeError(f"split_model could not cut {type(model).__name__}: running its layers in order does not "
+                        f"compute its forward {why}. It works on models whose forward is a plain sequence of "
+                        "stages (ResNet, EfficientNet, MobileNet, VGG, ...).")
+
+
+def compute_outputs(module: nn.Module, data, *, batch_size: int = 128):
+    """``module``'s outputs over images or a loader: eval mode, no gradient, on the CPU; modes restored.
+
+    Unlike :func:`extract_features` the outputs keep their shape (activations that enter a
+    stage, for :func:`split_model`'s ``top``) and stay where the module is (no device move).
+
+    Args:
+        module: e.g. the ``bottom`` of :func:`split_model`.
+        data: an image tensor (N x C x H x W; returns a tensor) or batches of ``(images, labels)``
+            (returns :class:`Features` with the outputs and the labels).
+        batch_size: images per forward pass for a tensor.
+
+    Example:
+        >>> compute_outputs(nn.Flatten(), torch.zeros(3, 2, 2)).shape
+        torch.Size([3, 4])
+    """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"compute_outputs: expected an nn.Module, got {type(module).__name__}.")
+    is_tensor = isinstance(data, torch.Tensor)
+    if not is_tensor and (isinstance(data, (str, bytes)) or not hasattr(data, "__iter__")):
+        raise TypeError(f"compute_outputs: expected an image tensor or a loader of (images, labels), got "
+                        f"{type(data).__name__}. Fix: compute_outputs(bottom, images) or "
+                        f"compute_outputs(bottom, loader).")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"compute_outputs: expected a positive int batch_size, got {batch_size!r}. "
+                         f"Fix: batch_size=128.")
+    first = next(iter(module.parameters()), None)
+    modes = {m: m.training for m in module.modules()}
+    try:
+        module.eval()
+        with torch.no_grad():
+            if is_tensor:
+                device = first.device if first is not None else data.device
+                return torch.cat([module(data[i:i + batch_size].to(device)).cpu()
+                                  for i in range(0, len(data), batch_size)])
+            outputs, labels = [], []
+            for batch in data:
+                x, y = split_batch(batch, "compute_outputs: loader")
+                outputs.append(module(x.to(first.device if first is not None else x.device)).cpu())
+                labels.append(torch.as_tensor(y).cpu())
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    if not outputs:
+        raise ValueError("compute_outputs: expected a loader with at least one batch, got none.")
+    return Features(torch.cat(outputs), torch.cat(labels).long())
 
 
 class _TensorBatches:
@@ -344,6 +540,20 @@ def _as_features(data, name: str) -> Features:
     )
 
 
+def _make_head(train: Features, head: nn.Module | None, num_classes: int | None, hidden: int | None) -> nn.Module:
+    """The given head, or a new Linear (``hidden``: a small MLP) from the features' width to the classes."""
+    if head is not None:
+        if hidden is not None:
+            raise ValueError("fit_head: pass either head=... or hidden=..., not both. Fix: drop hidden.")
+        return head
+    dim = train.features.shape[1]
+    if num_classes is None:
+        num_classes = int(train.labels.max()) + 1
+    if hidden is None:
+        return nn.Linear(dim, num_classes)
+    return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, num_classes))
+
+
 def fit_head(
     train: Features | tuple,
     val: Features | tuple | None = None,
@@ -386,7 +596,7 @@ def fit_head(
         device: ``"auto"`` or the head's device.
         amp: mixed precision; off by default (a head is tiny, full precision costs nothing).
         seed: seeds the head's initialisation and the shuffling.
-        progress: progress bars (default: see :func:`labkit.train.progress_enabled`).
+        progress: progress bars (default: on, unless LABKIT_PROGRESS=0 or CI=true).
 
     Example:
         >>> feats = Features(torch.randn(64, 8), torch.arange(64) % 2)
@@ -402,17 +612,7 @@ def fit_head(
     if seed is not None:
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
-    dim = train.features.shape[1]
-    stated_classes = num_classes
-    if head is None:
-        if num_classes is None:
-            num_classes = int(train.labels.max()) + 1
-        if hidden is None:
-            head = nn.Linear(dim, num_classes)
-        else:
-            head = nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(hidden, num_classes))
-    elif hidden is not None:
-        raise ValueError("fit_head: pass either head=... or hidden=..., not both. Fix: drop hidden.")
+    head = _make_head(train, head, num_classes, hidden)
     dev = place_model(head, device, "fit_head")
     if optimizer is None:
         optimizer = torch.optim.Adam(
@@ -428,7 +628,7 @@ def fit_head(
         )
     history = fit(
         head, loader, val_loader, optimizer=optimizer, epochs=epochs, loss_fn=loss_fn,
-        device=dev, amp=amp, scheduler=scheduler, num_classes=stated_classes, progress=progress,
+        device=dev, amp=amp, scheduler=scheduler, num_classes=num_classes, progress=progress,
     )
     history.meta["cached_features"] = True
     return HeadFit(head, history)

@@ -1,4 +1,4 @@
-"""Look at convolution filters: grids, Gabor and Sobel banks, a Gabor-likeness score, drift.
+"""Look at convolution filters: grids, Gabor and Sobel banks, a Gabor-likeness score.
 
 A pretrained first layer holds oriented edge detectors and colour-opponent blobs; a
 randomly initialised one holds noise. The functions here make that visible and measurable:
@@ -12,6 +12,8 @@ state dict (its first 4-D ``*.weight``). Nothing here changes its input.
 Plotting functions return a ``matplotlib.figure.Figure`` that pyplot has already let go of:
 a call on the last line of a notebook cell shows the figure once (``display(fig)`` shows it
 anywhere), ``fig.savefig(...)`` writes it, and there is nothing to close.
+
+How far filters moved during fine-tuning is :mod:`labkit.drift`.
 """
 from __future__ import annotations
 
@@ -19,15 +21,15 @@ import functools
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import matplotlib
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
 from matplotlib.figure import Figure
-from torch import nn
+
+from labkit._conv import Source, conv_layers, first_conv, new_figure, weight_of
 
 __all__ = [
     "first_conv",
@@ -43,11 +45,7 @@ __all__ = [
     "colour_separability",
     "match_filters",
     "compare_filters",
-    "filter_drift",
-    "plot_filter_drift",
 ]
-
-Source = Union[nn.Module, torch.Tensor, np.ndarray, Mapping]
 
 _NORMALIZE = ("per_filter", "global")
 _CELL = 0.8  # inches per filter tile
@@ -55,83 +53,6 @@ _GAP = 0.1  # gap between grid cells, as a fraction of a cell
 
 
 # --------------------------------------------------------------------------- finding weights
-
-
-def conv_layers(model: nn.Module) -> dict[str, nn.Conv2d]:
-    """Every ``nn.Conv2d`` of ``model``, by dotted name, in registration order.
-
-    Args:
-        model: any ``nn.Module``; a conv module on its own is returned under the name "".
-
-    Example:
-        >>> list(conv_layers(torchvision.models.resnet18(weights=None)))[:3]
-        ['conv1', 'layer1.0.conv1', 'layer1.0.conv2']
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"expected a model (an nn.Module with conv layers), got {type(model).__name__}; "
-                        "to look at a weight tensor directly, use plot_filters(weight).")
-    return {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-
-
-def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
-    """The model's first ``nn.Conv2d`` (registration order) and its dotted name.
-
-    Args:
-        model: a CNN, or a ViT (its patch embedding is a conv).
-
-    Example:
-        >>> first_conv(torchvision.models.vit_b_16(weights=None))[0]
-        'conv_proj'
-    """
-    layers = conv_layers(model)
-    if not layers:
-        raise ValueError(
-            f"{type(model).__name__} has no nn.Conv2d layer, so it has no filters to show. "
-            "Expected a CNN (e.g. torchvision resnet18) or a ViT (its patch embedding is a conv); "
-            "or pass a 4-D weight tensor directly."
-        )
-    return next(iter(layers.items()))
-
-
-def _weight_of(source: Source, what: str = "source") -> tuple[str, torch.Tensor]:
-    """(name, detached float32 CPU copy of a 4-D weight) for any accepted source."""
-    if isinstance(source, nn.Conv2d):
-        name, weight = type(source).__name__, source.weight
-    elif isinstance(source, nn.Module):
-        name, conv = first_conv(source)
-        weight = conv.weight
-    elif isinstance(source, Mapping):
-        found = [(k, v) for k, v in source.items()
-                 if str(k).endswith("weight") and torch.is_tensor(v) and v.dim() == 4]
-        if not found:
-            raise ValueError(
-                f"the state dict given as {what} has no 4-D '*.weight' entry (a conv weight); "
-                "pass a model, a conv layer or a 4-D weight tensor instead."
-            )
-        key, weight = found[0]
-        name = str(key)[: -len(".weight")] if str(key).endswith(".weight") else str(key)
-    elif isinstance(source, (torch.Tensor, np.ndarray)):
-        name, weight = "weight", torch.as_tensor(source)
-    else:
-        raise TypeError(
-            f"{what} must be a model, a conv layer, a 4-D weight tensor or a state dict; "
-            f"got {type(source).__name__}."
-        )
-    if isinstance(weight, torch.nn.parameter.UninitializedParameter):
-        raise ValueError(f"{what} is a lazy conv that has not seen an input yet; run one batch through it first.")
-    if weight.dim() != 4:
-        raise ValueError(
-            f"{what} must be a 4-D weight (filters x input channels x height x width); "
-            f"got a {weight.dim()}-D tensor of shape {tuple(weight.shape)}. "
-            "Pass a conv layer's weight, e.g. model.conv1.weight."
-        )
-    if 0 in weight.shape:
-        raise ValueError(
-            f"{what} has no filters to show or score: got a weight of shape {tuple(weight.shape)}; expected "
-            "N x C x H x W with every size at least 1. Fix: pass a non-empty weight (check the slice or index "
-            "that picked the filters)."
-        )
-    return name, weight.detach().to("cpu", torch.float32).clone()
 
 
 def _check_options(*, ncols: int | None = None, normalize: str | None = None,
@@ -227,17 +148,6 @@ def _draw_grid(fig, weight: torch.Tensor, *, ncols: int, normalize: str, max_fil
     fig.suptitle(f"{title}{shown}\n{_legend(weight, normalize)}", fontsize=10)
 
 
-def _new_figure(figsize: tuple[float, float]) -> Figure:
-    """A figure made through pyplot (so a notebook knows how to show it), then released by it.
-
-    Released figures are not shown again at the end of a notebook cell and never pile up in
-    pyplot's list, yet display once when returned and can be saved.
-    """
-    fig = plt.figure(figsize=figsize)
-    plt.close(fig)
-    return fig
-
-
 def _grid_size(n: int, ncols: int) -> tuple[float, float]:
     cols = min(ncols, n)
     return cols * _CELL + 0.4, math.ceil(n / cols) * _CELL + 0.9
@@ -270,9 +180,9 @@ def plot_filters(source: Source, *, ncols: int = 8, normalize: str = "per_filter
         'conv1 · 64×3×7×7'
     """
     _check_options(ncols=ncols, normalize=normalize, max_filters=max_filters)
-    name, weight = _weight_of(source)
+    name, weight = weight_of(source)
     n = weight.shape[0] if max_filters is None else min(weight.shape[0], max_filters)
-    fig = _new_figure(_grid_size(n, ncols))
+    fig = new_figure(_grid_size(n, ncols))
     _draw_grid(fig, weight, ncols=ncols, normalize=normalize, max_filters=max_filters,
                title=title if title is not None else f"{name} \u00b7 {_shape_text(weight)}")
     return fig
@@ -294,7 +204,7 @@ def plot_filter(source: Source, index: int, *, name: str | None = None) -> Figur
         >>> plot_filter(gabor_bank(7), 5).texts[0].get_text()
         'weight · filter 5 of 64 · Gabor-likeness 1.00'
     """
-    found, weight = _weight_of(source)
+    found, weight = weight_of(source)
     name = found if name is None else name
     n, c, h, w = weight.shape
     if isinstance(index, bool) or not isinstance(index, int) or not -n <= index < n:
@@ -322,7 +232,7 @@ def plot_filter(source: Source, index: int, *, name: str | None = None) -> Figur
                        dict(cmap=_gray(), vmin=-float(match.kernels[0].abs().max()),
                             vmax=float(match.kernels[0].abs().max()))))
 
-    fig = _new_figure((max(5.0, 2.0 * len(panels) + 0.3), 3.0))
+    fig = new_figure((max(5.0, 2.0 * len(panels) + 0.3), 3.0))
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (label, img, kw) in zip(axes, panels):
         ax.imshow(img, interpolation="nearest", **kw)
@@ -381,7 +291,8 @@ def _gabors(h: int, w: int, orientations: int, wavelengths: tuple, phases: int, 
     kernels = envelope * torch.cos(2 * math.pi * along / lam[:, None, None] + phase[:, None, None])
     kernels, keep = _zero_mean_unit(kernels)
     labels = tuple(
-        f"Gabor {180 * o / orientations:.0f}\u00b0, \u03bb={lam_:.1f}px" + (f", off-centre ({dx_},{dy_})" if dx_ or dy_ else "")
+        f"Gabor {180 * o / orientations:.0f}\u00b0, \u03bb={lam_:.1f}px"
+        + (f", off-centre ({dx_},{dy_})" if dx_ or dy_ else "")
         for (lam_, _, _, dy_, dx_, o), k in zip(combos, keep.tolist()) if k
     )
     return kernels[keep].float(), labels
@@ -529,7 +440,7 @@ def find_matches(weight: Source, bank=None) -> Matches:
         >>> find_matches(gabor_bank(7)).scores.min() > 0.99
         tensor(True)
     """
-    _, w4 = _weight_of(weight, "weight")
+    _, w4 = weight_of(weight, "weight")
     n, c, h, w = w4.shape
     if min(h, w) < 3:
         raise ValueError(
@@ -620,7 +531,7 @@ def gradient_share(weight: Source) -> torch.Tensor:
         >>> gradient_share(sobel_kernels())
         tensor([0.8889, 0.8889])
     """
-    _, w4 = _weight_of(weight, "weight")
+    _, w4 = weight_of(weight, "weight")
     n, c, h, w = w4.shape
     if min(h, w) < 2:
         raise ValueError(f"gradient_share needs kernels of at least 2x2; these filters are {h}x{w} "
@@ -654,7 +565,7 @@ def colour_separability(weight: Source) -> torch.Tensor:
         >>> colour_separability(torch.cat([edge, -edge, 0.5 * edge], dim=1))   # one pattern, three colours
         tensor([1.0000])
     """
-    _, w4 = _weight_of(weight, "weight")
+    _, w4 = weight_of(weight, "weight")
     n, c, h, w = w4.shape
     if c < 2:
         raise ValueError(f"colour_separability needs filters with at least 2 input channels (colour); these have {c}. "
@@ -680,14 +591,14 @@ def match_filters(weight: Source, bank=None, *, ncols: int = 8, max_filters: int
         128
     """
     _check_options(ncols=ncols, max_filters=max_filters)
-    name, w4 = _weight_of(weight, "weight")
+    name, w4 = weight_of(weight, "weight")
     n = w4.shape[0] if max_filters is None else min(w4.shape[0], max_filters)
     w4 = w4[:n]
     match = find_matches(w4, bank)
     scaled = _scale(w4, "per_filter")
     ncols = min(ncols, n)
     nrows = math.ceil(n / ncols)
-    fig = _new_figure((ncols * 2 * _CELL + 0.3 * ncols, nrows * (_CELL + 0.25) + 0.9))
+    fig = new_figure((ncols * 2 * _CELL + 0.3 * ncols, nrows * (_CELL + 0.25) + 0.9))
     grid = fig.add_gridspec(nrows, ncols, wspace=0.15, hspace=0.35, left=0.02, right=0.98,
                             bottom=0.02, top=1 - 0.8 / (nrows * (_CELL + 0.25) + 0.9))
     for i in range(n):
@@ -726,10 +637,10 @@ def compare_filters(sources: Mapping[str, Source], *, ncols: int = 8, normalize:
             f"{{'pretrained': a, 'random': b}}; got {type(sources).__name__}."
         )
     _check_options(ncols=ncols, normalize=normalize, max_filters=max_filters)
-    weights = {str(label): _weight_of(src, f"sources[{label!r}]") for label, src in sources.items()}
+    weights = {str(label): weight_of(src, f"sources[{label!r}]") for label, src in sources.items()}
     sizes = [_grid_size(w.shape[0] if max_filters is None else min(w.shape[0], max_filters), ncols)
              for _, w in weights.values()]
-    fig = _new_figure((sum(s[0] for s in sizes) + 0.2 * len(sizes), max(s[1] for s in sizes) + 0.3))
+    fig = new_figure((sum(s[0] for s in sizes) + 0.2 * len(sizes), max(s[1] for s in sizes) + 0.3))
     subfigs = fig.subfigures(1, len(weights), width_ratios=[s[0] for s in sizes], squeeze=False)[0]
     for subfig, (label, (name, w)) in zip(subfigs, weights.items()):
         if min(w.shape[-2:]) >= 3:
@@ -739,96 +650,3 @@ def compare_filters(sources: Mapping[str, Source], *, ncols: int = 8, normalize:
         _draw_grid(subfig, w, ncols=ncols, normalize=normalize, max_filters=max_filters,
                    title=f"{head}\n{name} \u00b7 {_shape_text(w)}")
     return fig
-
-
-# --------------------------------------------------------------------------- drift
-
-
-def _layer_weight(source: Source, layer: str | None, what: str) -> tuple[str, torch.Tensor]:
-    if layer is None:
-        return _weight_of(source, what)
-    if isinstance(source, nn.Module):
-        layers = conv_layers(source)
-        if layer not in layers:
-            some = ", ".join(list(layers)[:6])
-            raise KeyError(f"{what} has no conv layer named {layer!r}; conv layers are: {some}"
-                           f"{', ...' if len(layers) > 6 else ''}.")
-        return layer, layers[layer].weight.detach().to("cpu", torch.float32).clone()
-    if isinstance(source, Mapping):
-        key = f"{layer}.weight"
-        if key not in source:
-            raise KeyError(f"{what} (a state dict) has no entry {key!r}.")
-        return _weight_of({key: source[key]}, what)
-    raise ValueError(f"layer={layer!r} only applies to models and state dicts; {what} is a "
-                     f"{type(source).__name__}. Drop layer= or pass the model.")
-
-
-def filter_drift(before: Source, after: Source, *, layer: str | None = None) -> torch.Tensor:
-    """How far each filter moved: ``||after_i - before_i|| / ||before_i||`` per filter.
-
-    Args:
-        before, after: models, conv layers, 4-D weight tensors or state dicts (e.g. a deep copy
-            of the model taken before fine-tuning, and the model after).
-        layer: dotted name of the conv layer to compare (models and state dicts only);
-            default: the first conv.
-
-    Returns:
-        A float tensor with one relative change per filter (0 = unchanged; a filter that was
-        all zeros before gives inf if it changed).
-
-    Example:
-        >>> after = copy.deepcopy(model)
-        >>> with torch.no_grad(): after.conv1.weight[0] *= 1.1
-        >>> filter_drift(model, after)[:3]
-        tensor([0.1000, 0.0000, 0.0000])
-    """
-    name_b, wb = _layer_weight(before, layer, "before")
-    name_a, wa = _layer_weight(after, layer, "after")
-    if wb.shape != wa.shape:
-        raise ValueError(
-            f"before and after must have the same filter shape; got {tuple(wb.shape)} ({name_b}) and "
-            f"{tuple(wa.shape)} ({name_a}). Compare the same layer of the same architecture."
-        )
-    change = (wa - wb).flatten(1).norm(dim=1)
-    size = wb.flatten(1).norm(dim=1)
-    return torch.where(size > 0, change / size.clamp_min(1e-30),
-                       torch.where(change > 0, torch.full_like(change, math.inf), torch.zeros_like(change)))
-
-
-def plot_filter_drift(before: Source, after: Source | Mapping[str, Source], *,
-                      layer: str | None = None) -> Figure:
-    """Bar chart of each filter's relative change (``filter_drift``), mean in the legend.
-
-    Args:
-        before: the starting point (model, conv layer, weight tensor or state dict).
-        after: the end point, or a dict {label: end point} to compare runs from the same start,
-            e.g. {"one learning rate": a, "discriminative": b}.
-        layer: dotted conv layer name (models and state dicts only); default: the first conv.
-
-    Example:
-        >>> fig = plot_filter_drift(before, {"one lr": a, "discriminative": b})
-    """
-    runs = dict(after) if isinstance(after, Mapping) and not _is_state_dict(after) else {"after": after}
-    drifts = {str(label): filter_drift(before, a, layer=layer) for label, a in runs.items()}
-    name = layer or _layer_weight(before, None, "before")[0]
-    n = next(iter(drifts.values())).shape[0]
-    fig = _new_figure((max(6.0, min(14.0, 0.12 * n + 2)), 3.2))
-    ax = fig.subplots()
-    width = 0.85 / len(drifts)
-    for k, (label, d) in enumerate(drifts.items()):
-        ax.bar(np.arange(n) + (k - (len(drifts) - 1) / 2) * width, d.numpy(), width=width,
-               label=f"{label} (mean {float(d.mean()):.3g})")
-    ax.set_xlabel("filter")
-    ax.set_ylabel("relative change")
-    ax.set_xlim(-0.7, n - 0.3)
-    top = max(float(d[torch.isfinite(d)].max()) if torch.isfinite(d).any() else 0.0 for d in drifts.values())
-    ax.set_ylim(0, 1.3 * top if top > 0 else 1.0)
-    ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
-    ax.set_title(f"{name}: how far each filter moved, \u2016after \u2212 before\u2016 / \u2016before\u2016", fontsize=10)
-    fig.subplots_adjust(left=0.1, right=0.98, bottom=0.16, top=0.88)
-    return fig
-
-
-def _is_state_dict(obj) -> bool:
-    """A state dict has parameter names as keys ("conv1.weight"); a dict of runs has labels."""
-    return isinstance(obj, Mapping) and any(str(k).endswith((".weight", ".bias")) for k in obj)

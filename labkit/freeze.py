@@ -18,7 +18,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from labkit._checks import check_module
+from labkit._validate import check_module
 from labkit.heads import stages
 
 __all__ = [

@@ -37,7 +37,8 @@ def _is_head_layer(module: nn.Module) -> bool:
 def _find_head_path(model: nn.Module, head: str | None = None) -> str:
     """Dotted name of the layer that produces the class scores."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"expected an nn.Module, got {type(model).__name__}. Pass the model itself, e.g. get_head(model).")
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}. "
+                        f"Pass the model itself, e.g. get_head(model).")
     names = dict(model.named_modules())
     if head is not None:
         if head not in names:

@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from torch import nn
 
-from labkit._checks import check_module
+from labkit._validate import check_module
 from labkit.freeze import freeze
 from labkit.heads import get_head_name, stages
 

@@ -1,17 +1,16 @@
-"""Medical images for lesson 05: the MedMNIST loader (Colab), the bundled ``slides``, and fast arms.
+"""Medical images for lesson 05: the MedMNIST loader (Colab), the bundled ``slides``, microscopy augmentation.
 
 * :func:`load_medmnist`: BloodMNIST, PathMNIST or PneumoniaMNIST (CC BY 4.0) from the
   ``medmnist`` package, downloaded once; offline it fails at once and names the bundled
   ``slides`` dataset.
 * :func:`load_tensors`: a folder of class folders read once into an image tensor and labels,
   so that many short runs do not decode the same PNGs again.
-* :func:`split_model`, :func:`compute_outputs` (from :mod:`labkit.strategy`, re-exported): a
-  model cut before one of its stages into two halves that share its layers, and the frozen
-  half's outputs computed once ("cached activations"); any architecture that
-  :func:`labkit.heads.stages` knows and whose forward is a sequence of stages.
 * :func:`dihedral`, :func:`stain_jitter`: label-preserving augmentations for microscopy
   (rotations by 90 degrees and flips; a random colour cast and contrast per image, like
   slide-to-slide stain variation).
+
+Cutting a model before a stage and caching the frozen half's outputs ("cached activations")
+are :func:`labkit.features.split_model` and :func:`labkit.features.compute_outputs`.
 """
 from __future__ import annotations
 
@@ -22,14 +21,11 @@ import torch
 
 from labkit._env import is_offline
 from labkit.data import DatasetUnavailableError, load_image_folder
-from labkit.strategy import compute_outputs, split_model  # noqa: F401 - re-exported: lesson 05 imports them here
 
 __all__ = [
     "MEDMNIST_SETS",
     "load_medmnist",
     "load_tensors",
-    "split_model",
-    "compute_outputs",
     "dihedral",
     "stain_jitter",
 ]
@@ -97,8 +93,9 @@ def load_medmnist(name: str, *, split: str = "train", size: int = 64, root: str 
         return getattr(medmnist, cls_name)(split=_SPLITS[split], transform=transform, target_transform=_first_label,
                                            download=download, root=str(root), size=size)
     except Exception as e:  # URLError, timeouts, missing file
-        raise DatasetUnavailableError(f"could not get MedMNIST's {cls_name} into {root} ({type(e).__name__}: {e}). "
-                                      f"It is downloaded on first use, which needs network access. {alternative}") from e
+        raise DatasetUnavailableError(
+            f"could not get MedMNIST's {cls_name} into {root} ({type(e).__name__}: {e}). "
+            f"It is downloaded on first use, which needs network access. {alternative}") from e
 
 
 def load_tensors(folder: str | Path, *, transform: Callable) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -111,7 +108,8 @@ def load_tensors(folder: str | Path, *, transform: Callable) -> tuple[torch.Tens
         (torch.Size([200, 3, 64, 64]), 'neutrophil')
     """
     if not callable(transform):
-        raise TypeError("load_tensors needs transform= (e.g. make_eval_transform(backbone)) to turn images into tensors.")
+        raise TypeError("load_tensors needs transform= (e.g. make_eval_transform(backbone)) to turn images into "
+                        "tensors.")
     ds = load_image_folder(folder, transform=transform, verbose=False)
     images = torch.stack([ds[i][0] for i in range(len(ds))])
     return images, torch.tensor(ds.targets, dtype=torch.long), list(ds.classes)
@@ -133,7 +131,8 @@ def dihedral(images: torch.Tensor, k: int) -> torch.Tensor:
     return out.flip(-1) if k >= 4 else out
 
 
-def stain_jitter(images: torch.Tensor, *, strength: float = 0.15, generator: torch.Generator | None = None) -> torch.Tensor:
+def stain_jitter(images: torch.Tensor, *, strength: float = 0.15,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
     """A random colour cast and contrast per image, like another stain batch (normalised tensors in, out).
 
     Each image's channels are scaled by ``1 + U(-strength, strength)`` (contrast, per channel)

@@ -121,7 +121,8 @@ def sample_weights(labels: Any, *, num_classes: int | None = None) -> torch.Tens
     return (1.0 / counts[y]).double()
 
 
-def predict(model: nn.Module, loader: Iterable, *, device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: nn.Module, loader: Iterable, *,
+            device: str | torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted and true labels of ``model`` over ``loader`` (eval mode, no gradient; mode restored).
 
     Example:
@@ -265,6 +266,7 @@ def plot_confusion_matrix(matrix: torch.Tensor, *, classes: Sequence[str] | None
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(title or ("confusion matrix (rows sum to 1: the diagonal is recall)" if normalize else "confusion matrix"))
+    ax.set_title(title or ("confusion matrix (rows sum to 1: the diagonal is recall)" if normalize
+                           else "confusion matrix"))
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
     return fig

@@ -381,6 +381,7 @@ def _resize_for(default, input_size: int | None) -> dict:
 def _load_torchvision(name: str, pretrained: bool, progress: bool, timeout: float,
                       input_size: int | None) -> Backbone:
     import torchvision
+
     from labkit.data import make_eval_transform, make_train_transform
 
     default = _torchvision_weights_enum(name).DEFAULT

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from labkit._tables import render_table
+from labkit._validate import check_module
 from labkit.freeze import unfreeze
-from labkit._checks import check_module
 from labkit.heads import stages
 
 __all__ = ["param_groups", "gradual_unfreeze", "check_optimizer", "OptimizerCheck"]

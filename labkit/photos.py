@@ -139,8 +139,8 @@ def describe_download(choice: str) -> str:
     is measured and printed when the download happens.
 
     Example:
-        >>> describe_download("flowers")
-        'Oxford Flowers-102: 345 MB to download once (102flowers.tgz (344.9 MB) + imagelabels.mat + setid.mat (15 kB)), about 30 s to 1.5 min at 5-25 MB/s including unpacking'
+        >>> describe_download("flowers")[:47]
+        'Oxford Flowers-102: 345 MB to download once (10'
     """
     key = _normalise(choice)
     if key not in PHOTO_SETS:
@@ -238,8 +238,8 @@ def list_photos(choice: str, *, root: str | Path = "data") -> tuple[list, list]:
         raise FileNotFoundError(f"no {PHOTO_SETS[key].title} under {base}: expected torchvision's layout there; "
                                 f"download it with download_photos({key!r}, root={str(root)!r}).")
     if key == "flowers":
-        from scipy.io import loadmat
         import torchvision.datasets as tvd
+        from scipy.io import loadmat
 
         labels = loadmat(base / "imagelabels.mat", squeeze_me=True)["labels"]
         labels = [int(v) - 1 for v in (labels.tolist() if hasattr(labels, "tolist") else [labels])]
@@ -323,7 +323,8 @@ def _real_loaders(key: str, *, train_transform, eval_transform, classes, per_cla
     for new, old in enumerate(chosen):
         paths = [p for p, c in samples if c == old]
         if len(paths) < 2:
-            raise ValueError(f"class {names[old]!r} has {len(paths)} photo(s) under {root / spec.folder}; need at least 2.")
+            raise ValueError(f"class {names[old]!r} has {len(paths)} photo(s) under {root / spec.folder}; "
+                             f"need at least 2.")
         order = torch.randperm(len(paths), generator=g).tolist()
         n_val = min(val_per_class, max(1, len(paths) // 3))
         n_train = min(per_class, len(paths) - n_val)

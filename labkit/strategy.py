@@ -22,9 +22,9 @@ stored during pretraining (:func:`batchnorm_shift`), against real photographs me
 same way (:func:`reference_photos`).
 
 Partial fine-tuning, architecture-neutral: :func:`choose_partial_from` picks the first stage
-to thaw (the last stages holding a quarter of the body's weights), :func:`split_model` cuts
-the model there into a frozen bottom and a trainable top that share its layers, and
-:func:`compute_outputs` runs the bottom once so that only the top runs in the training loop.
+to thaw (the last stages holding a quarter of the body's weights); :func:`labkit.features.split_model`
+cuts the model there into a frozen bottom and a trainable top that share its layers, and
+:func:`labkit.features.compute_outputs` runs the bottom once so that only the top runs in the training loop.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ from labkit._tables import render_table
 __all__ = [
     "STRATEGIES", "ALL_STRATEGIES", "STRATEGY_TABLE", "Strategy", "strategy_table", "apply_strategy",
     "SMALL_DATA", "DISTANT_GAP", "choose_strategy", "bn_advice", "advise", "Advice", "plot_plane",
-    "split_model", "compute_outputs", "batchnorm_shift", "measure_domain_gap", "DomainGap", "reference_photos",
+    "batchnorm_shift", "measure_domain_gap", "DomainGap", "reference_photos",
     "choose_partial_from",
 ]
 
@@ -257,7 +257,7 @@ def plot_plane(points: dict[str, tuple[int, float]] | None = None, *, ax=None):
     import matplotlib.pyplot as plt
 
     points = dict(points or {})
-    for label, (n, gap) in points.items():
+    for n, gap in points.values():
         _check(n, gap)
     if ax is None:
         # Made through pyplot for the inline backend, then released, so the returned Figure
@@ -286,174 +286,6 @@ def plot_plane(points: dict[str, tuple[int, float]] | None = None, *, ax=None):
     ax.set_ylabel("domain gap (0 = ImageNet-like photos)")
     ax.set_title("Choosing a transfer strategy")
     return fig
-
-
-# --------------------------------------------------------------------------- cutting a model at a stage
-class _FlattenFeatures(nn.Module):
-    """Flatten pooled maps (N x C x 1 x 1) to N x C before a Linear head; 2-D input passes unchanged."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.flatten(1) if x.dim() > 2 else x
-
-
-def _stage_owners(model: nn.Module) -> tuple[list[str], dict[int, str]]:
-    from labkit.heads import stages
-
-    found = stages(model)
-    owner: dict[int, str] = {}
-    for name, module in found.items():
-        if type(module).__name__ == "_StageGroup":  # a view on several layers of the model
-            for member in module.children():
-                owner[id(member)] = name
-            if any(True for _ in module.parameters(recurse=False)):
-                owner[-1] = name  # a bare parameter (ViT's class token): no sequential cut
-        else:
-            owner[id(module)] = name
-    return list(found), owner
-
-
-def _sequence(model: nn.Module, owner: dict[int, str]) -> list[tuple[str, nn.Module, str | None]]:
-    """The model's layers in registration order as (name, module, stage or None for glue such as pooling)."""
-    inside = {}
-
-    def holds_stage(module: nn.Module) -> bool:
-        if id(module) not in inside:
-            inside[id(module)] = any(id(m) in owner for m in module.modules())
-        return inside[id(module)]
-
-    out: list[tuple[str, nn.Module, str | None]] = []
-
-    def walk(module: nn.Module, prefix: str) -> None:
-        for name, child in module.named_children():
-            if child is None:
-                continue
-            path = prefix + name
-            if id(child) in owner:
-                out.append((path, child, owner[id(child)]))
-            elif holds_stage(child):
-                walk(child, path + ".")
-            else:
-                out.append((path, child, None))
-
-    walk(model, "")
-    return out
-
-
-def split_model(model: nn.Module, *, at: str | int, check: bool = True,
-                probe_size: int = 64) -> tuple[nn.Module, nn.Module]:
-    """Cut ``model`` before stage ``at``: ``(bottom, top)`` with ``top(bottom(x)) == model(x)``.
-
-    Both halves are ``nn.Sequential`` views that hold the model's own layers (no copies), so
-    training ``top`` trains the model. The stages are :func:`labkit.heads.stages`', so the
-    same call works on torchvision's ResNet (``at="layer4"``), timm's EfficientNet
-    (``at="blocks.6"``) and any model whose forward runs its layers in registration order.
-    ``at`` may be the head stage: then ``bottom`` gives the pooled, flattened features.
-
-    Why: when ``bottom`` is frozen (labkit.freeze keeps its BatchNorm in eval) and no
-    augmentation runs inside the loop, its outputs never change, so compute them once with
-    :func:`compute_outputs` and train ``top`` on them: partial fine-tuning at the cost of
-    its thawed stages only ("cached activations").
-
-    Steps of the model's ``forward`` that are not layers are not in the halves: timm runs
-    dropout before its classifier as a function call, so ``top`` in training mode has none.
-    In eval mode the halves compute exactly the model (``check`` verifies it on a random
-    ``probe_size`` batch and raises when a model's forward is not a plain sequence, e.g. ViT).
-
-    Args:
-        model: a classifier with stages (:func:`labkit.heads.stages`).
-        at: the first stage of ``top``, by name or index (negative counts from the head).
-        check: verify ``top(bottom(x)) == model(x)`` in eval mode on a random batch.
-        probe_size: side of that batch's images.
-
-    Example:
-        >>> bottom, top = split_model(torchvision.models.resnet18(weights=None), at="layer4")
-        >>> [name for name, _ in top.named_children()]
-        ['layer4', 'avgpool', 'flatten', 'fc']
-    """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"split_model expected an nn.Module, got {type(model).__name__}.")
-    names, owner = _stage_owners(model)
-    if isinstance(at, bool) or not isinstance(at, (str, int)):
-        raise TypeError(f"split_model: at must be a stage name or index, got {type(at).__name__}. Stages: {names}.")
-    if isinstance(at, int):
-        if not -len(names) <= at < len(names):
-            raise ValueError(f"split_model: at={at} is out of range for {len(names)} stages {names}.")
-        at = names[at]
-    if at not in names:
-        raise ValueError(f"split_model: at must be one of the stages {names}, got {at!r}.")
-    if -1 in owner:
-        raise TypeError(f"split_model cannot cut {type(model).__name__}: a stage holds a bare parameter (a class "
-                        "token or position embedding), so its forward is not a sequence of layers.")
-    seq = _sequence(model, owner)
-    head = names[-1]
-    start = next(i for i, (_, _, stage) in enumerate(seq) if stage == at)
-    first_head = next(i for i, (_, _, stage) in enumerate(seq) if stage == head)
-
-    def halve(part: list) -> nn.Sequential:
-        out = nn.Sequential()
-        for path, module, stage in part:
-            if stage == head and "flatten" not in out._modules and path == seq[first_head][0]:
-                out.add_module("flatten", _FlattenFeatures())
-            out.add_module(path.replace(".", "_"), module)
-        return out
-
-    bottom, top = halve(seq[:start]), halve(seq[start:])
-    if at == head:
-        bottom.add_module("flatten", _FlattenFeatures())
-    if check:
-        _check_halves(model, bottom, top, probe_size)
-    return bottom, top
-
-
-def _check_halves(model: nn.Module, bottom: nn.Module, top: nn.Module, size: int) -> None:
-    first = next(iter(model.parameters()), None)
-    device = first.device if first is not None else torch.device("cpu")
-    dtype = first.dtype if first is not None and first.is_floating_point() else torch.float32
-    modes = {m: m.training for m in model.modules()}
-    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)).to(device, dtype)
-    try:
-        model.eval()
-        with torch.no_grad():
-            whole = model(x)
-            try:
-                halves = top(bottom(x))
-            except Exception as e:  # noqa: BLE001 - any failure means: not a plain sequence
-                halves = e
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-    if isinstance(halves, Exception) or halves.shape != whole.shape or not torch.allclose(
-            halves, whole, rtol=1e-4, atol=1e-4 * (1 + whole.abs().max().item())):
-        why = f"({type(halves).__name__}: {halves})" if isinstance(halves, Exception) else "(different outputs)"
-        raise TypeError(f"split_model could not cut {type(model).__name__}: running its layers in order does not "
-                        f"compute its forward {why}. It works on models whose forward is a plain sequence of "
-                        "stages (ResNet, EfficientNet, MobileNet, VGG, ...).")
-
-
-def compute_outputs(module: nn.Module, images: torch.Tensor, *, batch_size: int = 128) -> torch.Tensor:
-    """``module(images)`` in eval mode without gradient, in batches, on the CPU; the module's modes are restored.
-
-    Example:
-        >>> compute_outputs(nn.Flatten(), torch.zeros(3, 2, 2)).shape
-        torch.Size([3, 4])
-    """
-    if not isinstance(module, nn.Module):
-        raise TypeError(f"compute_outputs expected an nn.Module, got {type(module).__name__}.")
-    if not isinstance(images, torch.Tensor):
-        raise TypeError(f"compute_outputs expected an image tensor, got {type(images).__name__}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"compute_outputs expected a positive int batch_size, got {batch_size!r}.")
-    first = next(iter(module.parameters()), None)
-    device = first.device if first is not None else images.device
-    modes = {m: m.training for m in module.modules()}
-    try:
-        module.eval()
-        with torch.no_grad():
-            return torch.cat([module(images[i:i + batch_size].to(device)).cpu()
-                              for i in range(0, len(images), batch_size)])
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
 
 
 # --------------------------------------------------------------------------- measuring the domain gap
@@ -506,7 +338,8 @@ def batchnorm_shift(model: nn.Module, data, *, max_batches: int | None = None) -
     if not layers:
         raise ValueError(f"batchnorm_shift: {type(model).__name__} has no BatchNorm layer with running statistics, "
                          "so there are no stored statistics to compare with.")
-    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int) or max_batches < 1):
+    if max_batches is not None and (isinstance(max_batches, bool) or not isinstance(max_batches, int)
+                                    or max_batches < 1):
         raise ValueError(f"batchnorm_shift: max_batches must be a positive int or None, got {max_batches!r}.")
     first = next(iter(model.parameters()), None)
     device = first.device if first is not None else torch.device("cpu")
@@ -567,7 +400,8 @@ class DomainGap(NamedTuple):
         return float(self.gap)
 
     def __str__(self) -> str:
-        return (f"domain gap {self.gap:.2f} (BatchNorm shift {self.distance:.3f}, {self.distance / self.reference:.2f}x "
+        ratio = self.distance / self.reference
+        return (f"domain gap {self.gap:.2f} (BatchNorm shift {self.distance:.3f}, {ratio:.2f}x "
                 f"the reference photos' {self.reference:.3f})")
 
 
@@ -599,7 +433,8 @@ def measure_domain_gap(model: nn.Module, data, *, reference, max_batches: int | 
         domain gap 0.51 (BatchNorm shift 0.599, 2.06x the reference photos' 0.291)
     """
     if isinstance(reference, bool):
-        raise TypeError("measure_domain_gap: reference must be images, a DataLoader or a distance (a number), got a bool.")
+        raise TypeError("measure_domain_gap: reference must be images, a DataLoader or a distance (a number), "
+                        "got a bool.")
     if isinstance(reference, Real):
         if not math.isfinite(reference) or reference <= 0:
             raise ValueError(f"measure_domain_gap: a reference distance must be a positive number, got {reference!r}. "

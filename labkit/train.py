@@ -22,26 +22,17 @@ import torch
 from torch import nn
 
 from labkit._batches import loader_len, logits_of, place_model, progress_bar, split_batch, to_device
-from labkit._checks import check_data, check_training_optimizer
 from labkit._env import progress_enabled
-from labkit.device import AmpConfig, grad_scaler, loader_kwargs, resolve_amp, resolve_device
+from labkit._validate import check_data, check_training_optimizer
+from labkit.device import AmpConfig, grad_scaler, resolve_amp
 from labkit.history import History
 from labkit.measure import PeakMemory, Stopwatch
-from labkit.seed import seed_everything
 
 __all__ = [
     "fit",
     "evaluate",
     "History",
     "EvalResult",
-    # re-exported so that lessons find them where they always were
-    "AmpConfig",
-    "resolve_device",
-    "resolve_amp",
-    "loader_kwargs",
-    "seed_everything",
-    "progress_enabled",
-    "PeakMemory",
 ]
 
 
@@ -189,10 +180,10 @@ def fit(
 ) -> History:
     """Train ``model`` for ``epochs`` and return a :class:`History` of what each epoch cost.
 
-    Before any training, ``fit`` checks its inputs and stops with a clear message on: an
-    empty loader, a head whose output size differs from the number of classes in the data,
-    labels outside ``0..outputs-1``, ``epochs < 1``, a model on a different device than
-    asked, an optimizer with nothing trainable or holding another model's parameters.
+    Before any training, ``fit`` checks its inputs and stops with a clear message on: an empty loader,
+    a head whose output size differs from the classes in the data, labels outside ``0..outputs-1``,
+    ``epochs < 1``, a model on another device than asked, an optimizer with nothing trainable or another
+    model's parameters.
 
     Each epoch runs ``model.train()`` over ``train_loader`` (frozen BatchNorm layers stay
     in eval, see :func:`labkit.freeze.freeze`), then ``model.eval()`` under
@@ -213,10 +204,8 @@ def fit(
             scaler), ``True``, ``False``, ``"bf16"`` or ``"fp16"``.
         scheduler: optional learning-rate scheduler.
         scheduler_interval: ``"epoch"`` (default) or ``"batch"``: when to call ``scheduler.step()``.
-        channels_last: convert the model and images to channels-last memory format
-            (often faster for convolutions under AMP on recent GPUs).
-        num_classes: classes in the data, checked against the head's outputs (default: read
-            from ``dataset.classes`` or the labels).
+        channels_last: the model and images in channels-last memory format (faster under AMP on recent GPUs).
+        num_classes: classes in the data, checked against the head (default: ``dataset.classes`` or the labels).
         on_epoch_start: called as ``on_epoch_start(epoch)`` (counting from 0) before each
             epoch trains, e.g. ``lambda e: gradual_unfreeze(model, optimizer, e, ...)``; the
             History's rates are read after it, so groups it adds are recorded.
@@ -230,10 +219,32 @@ def fit(
         >>> len(h), sorted(h.epochs[0])[:3]
         (2, ['epoch', 'images_per_sec', 'lr'])
     """
-    per_batch = _check_fit_options(model, epochs, scheduler, scheduler_interval)
-    if on_epoch_start is not None and not callable(on_epoch_start):
-        raise TypeError(f"on_epoch_start: expected a function of the epoch (from 0), got "
-                        f"{type(on_epoch_start).__name__}. Fix: on_epoch_start=lambda epoch: ...")
+    per_batch = _check_fit_options(model, epochs, scheduler, scheduler_interval, on_epoch_start)
+    dev, amp_cfg, n_out, n_train = _prepare(model, train_loader, val_loader, optimizer, device, amp, channels_last,
+                                            num_classes)
+    run = _FitRun(model, optimizer, loss_fn or nn.CrossEntropyLoss(), dev, amp_cfg, channels_last,
+                  progress_enabled(progress), scheduler.step if per_batch else None)
+    history = History(meta=_run_meta(model, dev, amp_cfg, channels_last, n_out, n_train))
+    epoch_bar = progress_bar(epochs, "epochs", run.bar_on and epochs > 1, unit="epoch")
+    try:
+        for epoch in range(1, epochs + 1):
+            if on_epoch_start is not None:
+                on_epoch_start(epoch - 1)
+            train, val = run.epoch(train_loader, val_loader, epoch, epochs, history)
+            if scheduler is not None and not per_batch:
+                _step_scheduler(scheduler, val.loss if val.loss is not None else train.loss)
+            epoch_bar.update(1)
+            shown = val.accuracy if val.accuracy is not None else train.accuracy
+            epoch_bar.set_postfix(loss=f"{train.loss:.3f}", acc=f"{shown:.3f}")
+    finally:
+        if run.tracker.kind == "rss_peak_sampled":
+            run.tracker.stop()
+        epoch_bar.close()
+    return history
+
+
+def _prepare(model, train_loader, val_loader, optimizer, device, amp, channels_last, num_classes):
+    """Place the model, check the optimizer and data; returns (device, AmpConfig, outputs, training images)."""
     dev = place_model(model, device)
     check_training_optimizer(model, optimizer)
     amp_cfg = resolve_amp(dev, amp)
@@ -243,46 +254,44 @@ def fit(
                                 infer_classes=True, num_classes=num_classes)
     if val_loader is not None:
         check_data(val_loader, n_out, None, dev, channels_last, "fit: val_loader")
-    loss_fn = loss_fn or nn.CrossEntropyLoss()
-    scaler = grad_scaler(amp_cfg)
-    bar_on = progress_enabled(progress)
-    history = History(meta=_run_meta(model, dev, amp_cfg, channels_last, n_out, n_train))
-    tracker = PeakMemory(dev)
-    epoch_bar = progress_bar(epochs, "epochs", bar_on and epochs > 1, unit="epoch")
-    try:
-        for epoch in range(1, epochs + 1):
-            if on_epoch_start is not None:
-                on_epoch_start(epoch - 1)
-            lrs = group_rates(optimizer)
-            tracker.start()
-            bar = progress_bar(loader_len(train_loader), f"epoch {epoch}/{epochs}", bar_on)
-            with Stopwatch(dev) as train_clock:
-                train = _train_epoch(model, train_loader, optimizer, loss_fn, dev, amp_cfg, scaler, channels_last,
-                                     bar, scheduler.step if per_batch else None)
-            _check_epoch(train, epoch, next(iter(lrs.values())))
-            val, val_seconds = EvalResult(None, None, 0), None
-            if val_loader is not None:
-                with Stopwatch(dev) as val_clock:
-                    val = _eval_pass(model, val_loader, loss_fn, dev, amp_cfg, channels_last,
-                                     progress_bar(loader_len(val_loader), "val", bar_on))
-                val_seconds = val_clock.seconds
-            tracker.stop()
-            history.meta["memory_kind"] = tracker.kind
-            history.epochs.append(_epoch_row(epoch, train, val, train_clock.seconds, val_seconds, tracker, lrs))
-            if scheduler is not None and not per_batch:
-                _step_scheduler(scheduler, val.loss if val.loss is not None else train.loss)
-            epoch_bar.update(1)
-            shown = val.accuracy if val.accuracy is not None else train.accuracy
-            epoch_bar.set_postfix(loss=f"{train.loss:.3f}", acc=f"{shown:.3f}")
-    finally:
-        if tracker.kind == "rss_peak_sampled":
-            tracker.stop()
-        epoch_bar.close()
-    return history
+    return dev, amp_cfg, n_out, n_train
 
 
-def _check_fit_options(model, epochs, scheduler, scheduler_interval) -> bool:
+class _FitRun:
+    """What every epoch of one ``fit`` call shares; :meth:`epoch` trains one and appends its row."""
+
+    def __init__(self, model, optimizer, loss_fn, dev, amp_cfg: AmpConfig, channels_last, bar_on, batch_step):
+        self.model, self.optimizer, self.loss_fn, self.dev = model, optimizer, loss_fn, dev
+        self.amp_cfg, self.channels_last, self.bar_on, self.batch_step = amp_cfg, channels_last, bar_on, batch_step
+        self.scaler = grad_scaler(amp_cfg)
+        self.tracker = PeakMemory(dev)
+
+    def epoch(self, train_loader, val_loader, epoch: int, epochs: int, history: History):
+        """Train one epoch, score ``val_loader``, append the epoch's row; returns (train, val) EvalResults."""
+        lrs = group_rates(self.optimizer)
+        self.tracker.start()
+        bar = progress_bar(loader_len(train_loader), f"epoch {epoch}/{epochs}", self.bar_on)
+        with Stopwatch(self.dev) as train_clock:
+            train = _train_epoch(self.model, train_loader, self.optimizer, self.loss_fn, self.dev, self.amp_cfg,
+                                 self.scaler, self.channels_last, bar, self.batch_step)
+        _check_epoch(train, epoch, next(iter(lrs.values())))
+        val, val_seconds = EvalResult(None, None, 0), None
+        if val_loader is not None:
+            with Stopwatch(self.dev) as val_clock:
+                val = _eval_pass(self.model, val_loader, self.loss_fn, self.dev, self.amp_cfg, self.channels_last,
+                                 progress_bar(loader_len(val_loader), "val", self.bar_on))
+            val_seconds = val_clock.seconds
+        self.tracker.stop()
+        history.meta["memory_kind"] = self.tracker.kind
+        history.epochs.append(_epoch_row(epoch, train, val, train_clock.seconds, val_seconds, self.tracker, lrs))
+        return train, val
+
+
+def _check_fit_options(model, epochs, scheduler, scheduler_interval, on_epoch_start) -> bool:
     """Checks of fit's plain arguments; returns whether the scheduler steps per batch."""
+    if on_epoch_start is not None and not callable(on_epoch_start):
+        raise TypeError(f"on_epoch_start: expected a function of the epoch (from 0), got "
+                        f"{type(on_epoch_start).__name__}. Fix: on_epoch_start=lambda epoch: ...")
     if isinstance(epochs, bool) or not isinstance(epochs, int):
         raise TypeError(f"epochs: expected an int >= 1, got {type(epochs).__name__} {epochs!r}. Fix: epochs=3.")
     if epochs < 1:

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from torch import nn
 
 from labkit._tables import render_table
+from labkit._validate import check_module
 from labkit.filters import conv_layers, first_conv, plot_filter, plot_filters
-from labkit._checks import check_module
 from labkit.heads import stages
 from labkit.optim import param_groups
 from labkit.strategy import Advice, advise, plot_plane

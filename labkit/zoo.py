@@ -28,7 +28,7 @@ __all__ = [
     "Latency",
     "family_of",
     "weights_table",
-    "format_table",
+    "format_zoo",
     "plot_zoo",
     "preprocessing_table",
     "measure_latency",
@@ -107,12 +107,14 @@ def weights_table(*, builders: Iterable[str] | None = None, dataset: str = "Imag
         names = sorted(known)
     else:
         if isinstance(builders, str):
-            raise TypeError(f"builders expected a list of names, got the string {builders!r}; use builders=[{builders!r}].")
+            raise TypeError(f"builders expected a list of names, got the string {builders!r}; "
+                            f"use builders=[{builders!r}].")
         names = list(builders)
         unknown = [n for n in names if n not in known]
         if unknown:
             raise ValueError(f"weights_table: {unknown} are not torchvision classification builders; "
-                             f"expected names from torchvision.models.list_models(module=torchvision.models), e.g. 'resnet50'.")
+                             f"expected names from torchvision.models.list_models(module=torchvision.models), "
+                             f"e.g. 'resnet50'.")
     rows = []
     for name in names:
         enum = get_model_weights(name)
@@ -142,7 +144,7 @@ _FORMATS = {"acc@1": "{:.1f}", "acc@5": "{:.1f}", "params_m": "{:.1f}", "gflops"
             "ms_per_image": "{:.1f}", "peak_mb": "{:.0f}"}
 
 
-def format_table(rows: Sequence[dict], *, columns: Sequence[str] | None = None, sort_by: str | None = None,
+def format_zoo(rows: Sequence[dict], *, columns: Sequence[str] | None = None, sort_by: str | None = None,
                  descending: bool = True, limit: int | None = None) -> str:
     """Rows of dicts as an aligned plain-text table (nothing is changed).
 
@@ -153,7 +155,7 @@ def format_table(rows: Sequence[dict], *, columns: Sequence[str] | None = None, 
         limit: show at most this many rows.
 
     Example:
-        >>> print(format_table([{"name": "a", "gflops": 1.5}], columns=["name", "gflops"]))
+        >>> print(format_zoo([{"name": "a", "gflops": 1.5}], columns=["name", "gflops"]))
         name  gflops
         ----  ------
            a    1.50
@@ -164,10 +166,10 @@ def format_table(rows: Sequence[dict], *, columns: Sequence[str] | None = None, 
     cols = list(columns) if columns is not None else list(rows[0])
     missing = [c for c in cols if c not in rows[0]]
     if missing:
-        raise KeyError(f"format_table: columns {missing} are not in the rows; they have {list(rows[0])}.")
+        raise KeyError(f"format_zoo: columns {missing} are not in the rows; they have {list(rows[0])}.")
     if sort_by is not None:
         if sort_by not in rows[0]:
-            raise KeyError(f"format_table: sort_by={sort_by!r} is not a column; pick one of {list(rows[0])}.")
+            raise KeyError(f"format_zoo: sort_by={sort_by!r} is not a column; pick one of {list(rows[0])}.")
         rows = sorted(rows, key=lambda r: (r[sort_by] is None, r[sort_by]), reverse=descending)
     if limit is not None:
         rows = rows[:limit]
@@ -344,11 +346,13 @@ def measure_latency(model: nn.Module | str, *, batch_sizes: Sequence[int] = (1, 
         >>> rows[0].batch_size, rows[0].device, rows[0].ms_per_image > 0
         (1, 'cpu', True)
     """
-    from labkit.train import PeakMemory, resolve_device
+    from labkit.device import resolve_device
+    from labkit.measure import PeakMemory
 
     bad = [b for b in batch_sizes if isinstance(b, bool) or not isinstance(b, int) or b < 1]
     if not batch_sizes or bad:
-        raise ValueError(f"measure_latency expected batch_sizes to be positive ints such as (1, 8), got {tuple(batch_sizes)!r}.")
+        raise ValueError(f"measure_latency expected batch_sizes to be positive ints such as (1, 8), "
+                         f"got {tuple(batch_sizes)!r}.")
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
         raise ValueError(f"measure_latency expected iters >= 1 (timed passes per batch size), got {iters!r}.")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:

@@ -4,10 +4,10 @@ Every correct variant must pass the public cases (and hidden cases drawn from a 
 variants of the cheap exercises, the first four of those that build models); every
 wrong variant must fail the public check with the hint that names its mistake.
 
-Run as a script to count how many wrong variants another copy of checks.py lets through::
+Run as a script to count how many wrong variants another copy of the checks package lets through::
 
-    git show main:labkit/grading/checks.py > /tmp/old_checks.py
-    python tests/test_check_variants.py /tmp/old_checks.py
+    git archive main labkit/grading/exercises | tar -x -C /tmp/old_checks
+    python tests/test_check_variants.py /tmp/old_checks/labkit/grading/exercises
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from torch import nn
 
 from labkit import get_head, replace_head
 from labkit.grading import EXERCISES, run_check
-from labkit.grading.checks import run_judge, run_observe
+from labkit.grading.exercises import run_judge, run_observe
 from labkit.strategy import bn_advice
 from labkit.strategy import choose_strategy as reference_strategy
 
@@ -182,7 +182,7 @@ def _(model, num_classes):
 @wrong(E, "== instead of =", "are still trainable")
 def _(model, num_classes):
     for p in model.parameters():
-        p.requires_grad == False  # noqa: B015, E712
+        p.requires_grad == False  # noqa: B015, E712 - the wrong answer this variant stands for
     return replace_head(model, num_classes)
 
 
@@ -194,7 +194,8 @@ def _(model, num_classes):
     return replace_head(model, num_classes)
 
 
-@wrong(E, "all but the last child frozen, MobileNet's hidden Linear left trainable", "backbone tensors are still trainable")
+@wrong(E, "all but the last child frozen, MobileNet's hidden Linear left trainable",
+       "backbone tensors are still trainable")
 def _(model, num_classes):
     for child in list(model.children())[:-1]:
         child.requires_grad_(False)
@@ -237,7 +238,8 @@ def _(model, num_classes):
     return model
 
 
-@wrong(E, "in size hard-coded to 512", "the new head takes 512 features, but the backbone of MobileNetV3-Small gives 1024")
+@wrong(E, "in size hard-coded to 512",
+       "the new head takes 512 features, but the backbone of MobileNetV3-Small gives 1024")
 def _(model, num_classes):
     _freeze(model)
     path, _old = _last_linear(model)
@@ -402,7 +404,8 @@ def _(model, lr):
 
 @wrong(E, "head added twice, in two groups", "raised ValueError")
 def _(model, lr):
-    return torch.optim.SGD([{"params": [p for p in model.parameters() if p.requires_grad]}, {"params": list(get_head(model).parameters())}], lr=lr)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return torch.optim.SGD([{"params": trainable}, {"params": list(get_head(model).parameters())}], lr=lr)
 
 
 @wrong(E, "last two tensors only", "your optimizer is missing")
@@ -463,17 +466,20 @@ def _(model):
 
 @correct(E, "torch.numel, returns a list")
 def _(model):
-    return [sum(torch.numel(p) for p in model.parameters() if p.requires_grad), sum(torch.numel(p) for p in model.parameters())]
+    return [sum(torch.numel(p) for p in model.parameters() if p.requires_grad),
+            sum(torch.numel(p) for p in model.parameters())]
 
 
 @correct(E, "p.data.numel, numpy ints")
 def _(model):
-    return np.int64(sum(p.data.numel() for p in model.parameters() if p.requires_grad)), np.int64(sum(p.data.numel() for p in model.parameters()))
+    return (np.int64(sum(p.data.numel() for p in model.parameters() if p.requires_grad)),
+            np.int64(sum(p.data.numel() for p in model.parameters())))
 
 
 @correct(E, "== True comparison")
 def _(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad == True), sum(p.numel() for p in model.parameters())  # noqa: E712
+    return (sum(p.numel() for p in model.parameters() if p.requires_grad == True),  # noqa: E712 - the style under test
+            sum(p.numel() for p in model.parameters()))
 
 
 @wrong(E, "counts tensors", "you counted tensors")
@@ -494,7 +500,8 @@ def _(model):
 
 @wrong(E, "total from state_dict", "BatchNorm buffer values (running statistics) that state_dict() holds")
 def _(model):
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), sum(v.numel() for v in model.state_dict().values())
+    return (sum(p.numel() for p in model.parameters() if p.requires_grad),
+            sum(v.numel() for v in model.state_dict().values()))
 
 
 @wrong(E, "named_parameters(remove_duplicate=False)", "a layer that is used twice twice")
@@ -522,17 +529,20 @@ def _(model):
 
 @wrong(E, "returns tensors", "returned tensors; expected Python ints")
 def _(model):
-    return torch.tensor(sum(p.numel() for p in model.parameters() if p.requires_grad)), torch.tensor(sum(p.numel() for p in model.parameters()))
+    return (torch.tensor(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+            torch.tensor(sum(p.numel() for p in model.parameters())))
 
 
 @wrong(E, "returns floats", "expected two ints")
 def _(model):
-    return float(sum(p.numel() for p in model.parameters() if p.requires_grad)), float(sum(p.numel() for p in model.parameters()))
+    return (float(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+            float(sum(p.numel() for p in model.parameters())))
 
 
 @wrong(E, "returns a dict", "expected a pair (trainable, total)")
 def _(model):
-    return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad), "total": sum(p.numel() for p in model.parameters())}
+    return {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+            "total": sum(p.numel() for p in model.parameters())}
 
 
 @wrong(E, "trainable from .grad", "is not the number of trainable parameter values")
@@ -699,7 +709,8 @@ def _(weight):
     w = weight.detach()
     low, high = w.amin(dim=(1, 2, 3), keepdim=True), w.amax(dim=(1, 2, 3), keepdim=True)
     span = high - low
-    scaled = torch.where(span > 0, (w - low) / torch.where(span > 0, span, torch.ones_like(span)), torch.full_like(w, 0.5))
+    scaled = torch.where(span > 0, (w - low) / torch.where(span > 0, span, torch.ones_like(span)),
+                         torch.full_like(w, 0.5))
     return scaled.permute(0, 2, 3, 1)
 
 
@@ -887,7 +898,8 @@ def _stages(model):
 @correct(E, "the lesson's solution")
 def _(model, base_lr, decay):
     stages = _stages(model)
-    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)} for i, mods in enumerate(stages)]
+    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)} for i,
+            mods in enumerate(stages)]
 
 
 @correct(E, "parameter lists added")
@@ -944,46 +956,55 @@ def _(model, base_lr, decay):
 @correct(E, "a tuple, extra keys")
 def _(model, base_lr, decay):
     names = ["layer1", "layer2", "layer3", "layer4", "fc"]
-    groups = [{"name": "stem", "params": list(model.conv1.parameters()) + list(model.bn1.parameters()), "lr": base_lr * decay**5, "weight_decay": 0.0}]
+    stem = list(model.conv1.parameters()) + list(model.bn1.parameters())
+    groups = [{"name": "stem", "params": stem, "lr": base_lr * decay**5, "weight_decay": 0.0}]
     for i, n in enumerate(names, start=1):
-        groups.append({"name": n, "params": list(getattr(model, n).parameters()), "lr": base_lr * decay ** (5 - i), "weight_decay": 0.0})
+        groups.append({"name": n, "params": list(getattr(model, n).parameters()), "lr": base_lr * decay ** (5 - i),
+                       "weight_decay": 0.0})
     return tuple(groups)
 
 
 @wrong(E, "bn1 left out", "2 parameters of ResNet-18 are in no group (e.g. bn1.weight)")
 def _(model, base_lr, decay):
     stages = [[model.conv1], [model.layer1], [model.layer2], [model.layer3], [model.layer4], [model.fc]]
-    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)} for i, mods in enumerate(stages)]
+    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)} for i,
+            mods in enumerate(stages)]
 
 
 @wrong(E, "rates reversed", "the stem has the highest lr and fc the lowest")
 def _(model, base_lr, decay):
-    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay**i} for i, mods in enumerate(_stages(model))]
+    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay**i} for i,
+            mods in enumerate(_stages(model))]
 
 
 @wrong(E, "no stem group", "the stem (conv1 and bn1) needs a group of its own")
 def _(model, base_lr, decay):
-    return [{"params": list(getattr(model, n).parameters()), "lr": base_lr * decay ** (4 - i)} for i, n in enumerate(["layer1", "layer2", "layer3", "layer4", "fc"])]
+    return [{"params": list(getattr(model, n).parameters()), "lr": base_lr * decay ** (4 - i)} for i,
+            n in enumerate(["layer1", "layer2", "layer3", "layer4", "fc"])]
 
 
 @wrong(E, "returns an optimizer", "returned an optimizer; expected the list of group dicts")
 def _(model, base_lr, decay):
-    return torch.optim.SGD([{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)} for i, mods in enumerate(_stages(model))])
+    return torch.optim.SGD([{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)}
+                            for i, mods in enumerate(_stages(model))])
 
 
 @wrong(E, "exponent off by one", "every lr is decay times too small")
 def _(model, base_lr, decay):
-    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (6 - i)} for i, mods in enumerate(_stages(model))]
+    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (6 - i)} for i,
+            mods in enumerate(_stages(model))]
 
 
 @wrong(E, "base_lr hard-coded", "has lr")
 def _(model, base_lr, decay):
-    return [{"params": [p for m in mods for p in m.parameters()], "lr": 1e-3 * decay ** (5 - i)} for i, mods in enumerate(_stages(model))]
+    return [{"params": [p for m in mods for p in m.parameters()], "lr": 1e-3 * decay ** (5 - i)} for i,
+            mods in enumerate(_stages(model))]
 
 
 @wrong(E, "decay hard-coded", "has lr")
 def _(model, base_lr, decay):
-    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * 0.3 ** (5 - i)} for i, mods in enumerate(_stages(model))]
+    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * 0.3 ** (5 - i)} for i,
+            mods in enumerate(_stages(model))]
 
 
 @wrong(E, "modules as params", "'params' is a module")
@@ -994,36 +1015,43 @@ def _(model, base_lr, decay):
 
 @wrong(E, "bn1 in two groups", "bn1.weight is in group 0 and group 1")
 def _(model, base_lr, decay):
-    stages = [[model.conv1, model.bn1], [model.bn1, model.layer1], [model.layer2], [model.layer3], [model.layer4], [model.fc]]
-    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)} for i, mods in enumerate(stages)]
+    stages = [[model.conv1, model.bn1], [model.bn1, model.layer1], [model.layer2], [model.layer3], [model.layer4],
+              [model.fc]]
+    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)} for i,
+            mods in enumerate(stages)]
 
 
 @wrong(E, "bn1 with layer1", "group 1 holds layer1, stem; expected layer1")
 def _(model, base_lr, decay):
     stages = [[model.conv1], [model.bn1, model.layer1], [model.layer2], [model.layer3], [model.layer4], [model.fc]]
-    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)} for i, mods in enumerate(stages)]
+    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)} for i,
+            mods in enumerate(stages)]
 
 
 @wrong(E, "key 'learning_rate'", "each group needs 'params' and 'lr'")
 def _(model, base_lr, decay):
-    return [{"params": [p for m in mods for p in m.parameters()], "learning_rate": base_lr * decay ** (5 - i)} for i, mods in enumerate(_stages(model))]
+    return [{"params": [p for m in mods for p in m.parameters()], "learning_rate": base_lr * decay ** (5 - i)} for i,
+            mods in enumerate(_stages(model))]
 
 
 @wrong(E, "dict of groups", "expected a list of dicts")
 def _(model, base_lr, decay):
     names = ["stem", "layer1", "layer2", "layer3", "layer4", "fc"]
-    return {n: {"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)} for i, (n, mods) in enumerate(zip(names, _stages(model)))}
+    return {n: {"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay ** (5 - i)} for i,
+            (n, mods) in enumerate(zip(names, _stages(model)))}
 
 
 @wrong(E, "times instead of power", "group 0 (stem) has lr")
 def _(model, base_lr, decay):
-    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay * (5 - i)} for i, mods in enumerate(_stages(model))]
+    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay * (5 - i)} for i,
+            mods in enumerate(_stages(model))]
 
 
 @wrong(E, "groups from head to stem", "group 0 holds fc; expected stem")
 def _(model, base_lr, decay):
     stages = _stages(model)[::-1]
-    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay**i} for i, mods in enumerate(stages)]
+    return [{"params": [p for m in mods for p in m.parameters()], "lr": base_lr * decay**i} for i,
+            mods in enumerate(stages)]
 
 
 # --- 03.conv1_drift ---------------------------------------------------------------------------
@@ -1038,7 +1066,8 @@ def _same_shape(before, after):
 @correct(E, "the lesson's solution")
 def _(before, after):
     if before.shape != after.shape:
-        raise ValueError(f"before and after must have the same shape, got {tuple(before.shape)} and {tuple(after.shape)}")
+        raise ValueError(f"before and after must have the same shape, got {tuple(before.shape)} and "
+                         f"{tuple(after.shape)}")
     before, after = before.detach().double(), after.detach().double()
     return float(torch.linalg.norm(after - before) / torch.linalg.norm(before))
 
@@ -1200,12 +1229,13 @@ def _(n_images, domain_gap):
 @correct(E, "dict lookup")
 def _(n_images, domain_gap):
     small, distant = n_images < 10_000, domain_gap >= 0.5
-    return {(True, False): "feature_extraction", (True, True): "partial_finetune"}.get((small, distant), "full_finetune")
+    return {(True, False): "feature_extraction", (True, True): "partial_finetune"}.get((small, distant),
+                                                                                       "full_finetune")
 
 
 @correct(E, "constants")
 def _(n_images, domain_gap):
-    SMALL, FAR = 10**4, 0.5  # noqa: N806
+    SMALL, FAR = 10**4, 0.5
     large = not n_images < SMALL
     return "full_finetune" if large else ("partial_finetune" if domain_gap >= FAR else "feature_extraction")
 
@@ -1335,16 +1365,22 @@ def _with(**changes):
 C[E] = [
     ("tuples", dict(RIGHT)),
     ("lists", {k: list(v) for k, v in RIGHT.items()}),
-    ("dict(...) call, other key order", dict(products=("full_finetune", "update"), satellite=("partial_finetune", "freeze"),
-                                             microscopy=("partial_finetune", "freeze"), web_photos=("full_finetune", "update"))),
+    ("dict(...) call, other key order", dict(products=("full_finetune", "update"),
+                                             satellite=("partial_finetune", "freeze"),
+                                             microscopy=("partial_finetune", "freeze"),
+                                             web_photos=("full_finetune", "update"))),
     ("from labkit.strategy", {k: (reference_strategy(n, g), bn_advice(n, g)) for k, (n, g) in
-                              {"web_photos": (50_000, 0.1), "microscopy": (300, 0.9), "satellite": (2_000, 0.7), "products": (5_000_000, 0.2)}.items()}),
+                              {"web_photos": (50_000, 0.1), "microscopy": (300, 0.9), "satellite": (2_000, 0.7),
+                               "products": (5_000_000, 0.2)}.items()}),
 ]
 W[E] = [
-    ("satellite as similar", _with(satellite=("feature_extraction", "freeze")), "satellite: the strategy is not the best fit"),
+    ("satellite as similar", _with(satellite=("feature_extraction", "freeze")),
+     "satellite: the strategy is not the best fit"),
     ("products from scratch", _with(products=("from_scratch", "update")), "has strategy ('from_scratch', 'update')"),
-    ("microscopy updates BN", _with(microscopy=("partial_finetune", "update")), "microscopy: the BatchNorm choice is not right"),
-    ("web photos frozen", _with(web_photos=("feature_extraction", "freeze")), "web_photos: the strategy is not the best fit"),
+    ("microscopy updates BN", _with(microscopy=("partial_finetune", "update")),
+     "microscopy: the BatchNorm choice is not right"),
+    ("web photos frozen", _with(web_photos=("feature_extraction", "freeze")),
+     "web_photos: the strategy is not the best fit"),
     ("pair turned around", _with(satellite=("freeze", "partial_finetune")), "turned around"),
     ("capital Freeze", _with(microscopy=("partial_finetune", "Freeze")), "has bn 'Freeze'"),
     ("typo in the strategy", _with(satellite=("partial_fine_tune", "freeze")), "did you mean 'partial_finetune'"),
@@ -1352,10 +1388,13 @@ W[E] = [
     ("an extra key", _with(medical=("partial_finetune", "freeze")), "unexpected keys 'medical'"),
     ("values as dicts", {k: {"strategy": s, "bn": b} for k, (s, b) in RIGHT.items()}, "expected a pair (strategy, bn)"),
     ("strategy only", {k: s for k, (s, _b) in RIGHT.items()}, "expected a pair (strategy, bn)"),
-    ("eval / train for BN", {k: (s, "eval" if b == "freeze" else "train") for k, (s, b) in RIGHT.items()}, "use 'freeze' or 'update'"),
+    ("eval / train for BN", {k: (s, "eval" if b == "freeze" else "train") for k, (s, b) in RIGHT.items()},
+     "use 'freeze' or 'update'"),
     ("a list of pairs", list(RIGHT.values()), "expected a dict"),
-    ("everything full fine-tuning", {k: ("full_finetune", "update") for k in RIGHT}, "microscopy: the strategy is not the best fit"),
-    ("BN backwards everywhere", {k: (s, "freeze" if b == "update" else "update") for k, (s, b) in RIGHT.items()}, "the BatchNorm choice is not right"),
+    ("everything full fine-tuning", {k: ("full_finetune", "update") for k in RIGHT},
+     "microscopy: the strategy is not the best fit"),
+    ("BN backwards everywhere", {k: (s, "freeze" if b == "update" else "update") for k, (s, b) in RIGHT.items()},
+     "the BatchNorm choice is not right"),
 ]
 
 
@@ -1368,8 +1407,11 @@ CORRECT = [(e, label, obj) for e, rows in C.items() for label, obj in rows]
 WRONG = [(e, label, obj, expect) for e, rows in W.items() for label, obj, expect in rows]
 
 
-OWN_TABLES = {"00_pretrained_models": "tests/test_check_variants_00.py", "05_medical_domain_adaptation": "tests/test_check_variants_05.py",
-              "06_parameter_efficient_finetuning": "tests/test_check_variants_06.py"}  # lessons whose table lives elsewhere
+OWN_TABLES = {  # lessons whose table lives elsewhere
+    "00_pretrained_models": "tests/test_check_variants_00.py",
+    "05_medical_domain_adaptation": "tests/test_check_variants_05.py",
+    "06_parameter_efficient_finetuning": "tests/test_check_variants_06.py",
+}
 
 
 def test_every_exercise_has_many_correct_and_wrong_variants():
@@ -1392,7 +1434,8 @@ def test_correct_variant_passes_public_and_hidden_cases(exercise_id, label, answ
     assert hidden.passed, hidden
 
 
-@pytest.mark.parametrize(("exercise_id", "label", "answer", "expect"), WRONG, ids=[f"{e}:{lab}" for e, lab, _, _ in WRONG])
+@pytest.mark.parametrize(("exercise_id", "label", "answer", "expect"), WRONG,
+                         ids=[f"{e}:{lab}" for e, lab, _, _ in WRONG])
 def test_wrong_variant_fails_the_public_check_with_its_hint(exercise_id, label, answer, expect):
     result = run_check(exercise_id, answer)
     assert result.status == "failed", result
@@ -1413,19 +1456,19 @@ def _count_passing_wrong(checks) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-if __name__ == "__main__":  # python tests/test_check_variants.py [path/to/checks.py]
-    import importlib.util
+if __name__ == "__main__":  # python tests/test_check_variants.py [path/to/exercises/]
 
     torch.set_num_threads(1)
     if len(sys.argv) > 1:
-        spec = importlib.util.spec_from_file_location("_checks_under_test", sys.argv[1])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
+        from labkit.grading.loading import load_checks
+
+        module = load_checks(sys.argv[1])  # a copy of the exercises/ folder, or its __init__.py
     else:
-        import labkit.grading.checks as module
+        import labkit.grading.exercises as module
     counts = _count_passing_wrong(module)
     for exercise_id, (n, public, hidden) in counts.items():
-        print(f"{exercise_id:<26} correct {len(C[exercise_id]):>3}  wrong {n:>3}  wrong passing check() {public:>3}  also passing hidden {hidden:>3}")
-    print(f"{'total':<26} correct {len(CORRECT):>3}  wrong {len(WRONG):>3}  wrong passing check() {sum(c[1] for c in counts.values()):>3}"
-          f"  also passing hidden {sum(c[2] for c in counts.values()):>3}")
+        print(f"{exercise_id:<26} correct {len(C[exercise_id]):>3}  wrong {n:>3}  wrong passing check() {public:>3}  "
+              f"also passing hidden {hidden:>3}")
+    passing, also_hidden = sum(c[1] for c in counts.values()), sum(c[2] for c in counts.values())
+    print(f"{'total':<26} correct {len(CORRECT):>3}  wrong {len(WRONG):>3}  wrong passing check() {passing:>3}"
+          f"  also passing hidden {also_hidden:>3}")

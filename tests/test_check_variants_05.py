@@ -15,9 +15,10 @@ from torch import nn
 
 from labkit.adapt import adapt_batchnorm
 from labkit.grading import run_check
-from labkit.grading.checks_05 import EXERCISES_05, _bn_net, _bn_reference, _bn_state
+from labkit.grading.exercises import exercises_for
+from labkit.grading.exercises.lesson_05 import _bn_net, _bn_reference, _bn_state
 
-EX = {e.id: e for e in EXERCISES_05}
+EX = {e.id: e for e in exercises_for("05_medical_domain_adaptation")}
 
 
 class _Chk:

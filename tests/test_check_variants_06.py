@@ -15,14 +15,14 @@ import torch
 from torch import nn
 
 from labkit.grading import run_check
-from labkit.grading.checks_06 import (
-    EXERCISES_06,
+from labkit.grading.exercises import exercises_for
+from labkit.grading.exercises.lesson_06 import (
     _merge_inputs,
     _merge_reference,
     choose_adaptation_reference,
 )
 
-EX = {e.id: e for e in EXERCISES_06}
+EX = {e.id: e for e in exercises_for("06_parameter_efficient_finetuning")}
 
 
 class _Chk:
@@ -239,7 +239,8 @@ def choose_by_hand(n_images, n_tasks, storage_mb, model_mb, adapter_mb):
 
 
 def choose_by_table(n_images, n_tasks, storage_mb, model_mb, adapter_mb):
-    need = {"full_finetune": n_tasks * model_mb, "lora": model_mb + n_tasks * adapter_mb, "feature_extraction": model_mb}
+    need = {"full_finetune": n_tasks * model_mb, "lora": model_mb + n_tasks * adapter_mb,
+            "feature_extraction": model_mb}
     options = ["full_finetune", "lora", "feature_extraction"] if n_images >= 10_000 else ["lora", "feature_extraction"]
     for option in options:
         if need[option] <= storage_mb:

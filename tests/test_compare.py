@@ -9,8 +9,7 @@ import torchvision
 from matplotlib.figure import Figure
 from torch.utils.data import DataLoader, TensorDataset
 
-from labkit.compare import STRATEGIES, Comparison, compare_strategies
-
+from labkit.compare import STRATEGIES, Arm, Comparison, RunSettings, compare_strategies
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -39,7 +38,7 @@ def comparison():
     torch.set_num_threads(1)
     build = CountingBuilder()
     train, val = data()
-    result = compare_strategies(build, train, val, epochs=2, lr=1e-3, device="cpu", progress=False)
+    result = compare_strategies(build, train, val, settings=RunSettings(epochs=2, device="cpu", progress=False))
     torch.set_num_threads(before)
     return result, build
 
@@ -93,8 +92,9 @@ def test_comparison_prints_a_table_plots_bars_and_serialises(comparison):
 
 def test_compare_strategies_partial_from_an_earlier_stage():
     train, _ = data(n=8)
-    result = compare_strategies(lambda: torchvision.models.resnet18(weights=None), train, epochs=1,
-                                strategies=("partial_finetune",), partial_from="layer3", device="cpu", progress=False)
+    result = compare_strategies(lambda: torchvision.models.resnet18(weights=None), train,
+                                arms={"partial_finetune": Arm("partial_finetune", partial_from="layer3")},
+                                settings=RunSettings(epochs=1, device="cpu", progress=False))
     resnet = torchvision.models.resnet18(weights=None)
     expected = sum(p.numel() for p in resnet.layer3.parameters()) + sum(
         p.numel() for p in resnet.layer4.parameters()) + 3 * 513
@@ -105,16 +105,16 @@ def test_compare_strategies_partial_from_an_earlier_stage():
 def test_compare_strategies_rejects_bad_arguments_before_training():
     train, val = data(n=8)
     build = CountingBuilder()
-    with pytest.raises(ValueError, match=r"unknown: 'frozen_head'.*strategies=\('feature_extraction', 'full_finetune'\)"):
-        compare_strategies(build, train, strategies=("frozen_head",))
+    with pytest.raises(ValueError, match=r"unknown: 'frozen_head'.*arms=\('feature_extraction', 'full_finetune'\)"):
+        compare_strategies(build, train, arms=("frozen_head",))
     with pytest.raises(ValueError, match="'frozen' is now 'feature_extraction'"):
-        compare_strategies(build, train, strategies=("frozen",))
+        compare_strategies(build, train, arms=("frozen",))
     with pytest.raises(ValueError, match="epochs: expected an int >= 1, got 0"):
-        compare_strategies(build, train, epochs=0)
+        compare_strategies(build, train, settings=RunSettings(epochs=0))
     with pytest.raises(TypeError, match="function that builds a fresh model"):
         compare_strategies(torchvision.models.resnet18(weights=None), train)
-    with pytest.raises(ValueError, match="lrs: expected keys"):
-        compare_strategies(build, train, lrs={"fast": 1.0})
+    with pytest.raises(TypeError, match=r"settings: expected a RunSettings, got dict"):
+        compare_strategies(build, train, settings={"epochs": 1})
     assert build.calls == 0
 
 
@@ -122,8 +122,8 @@ def test_compare_strategies_rejects_a_model_fn_that_returns_the_same_model():
     train, _ = data(n=8)
     shared = torchvision.models.resnet18(weights=None)
     with pytest.raises(ValueError, match="fresh model on every call, got the same object twice"):
-        compare_strategies(lambda: shared, train, epochs=1, strategies=("feature_extraction", "full_finetune"), device="cpu",
-                           progress=False)
+        compare_strategies(lambda: shared, train, arms=("feature_extraction", "full_finetune"),
+                           settings=RunSettings(epochs=1, device="cpu", progress=False))
 
 
 def test_partial_finetune_trains_thawed_layers_slower_than_the_new_head(comparison):
@@ -137,19 +137,19 @@ def test_partial_finetune_trains_thawed_layers_slower_than_the_new_head(comparis
 def test_every_strategy_starts_from_the_same_seed_whatever_ran_before():
     train, val = data(n=16)
     build = lambda: torchvision.models.resnet18(weights=None)  # noqa: E731
-    alone = compare_strategies(build, train, val, epochs=1, strategies=("feature_extraction",), device="cpu",
-                               progress=False)
-    after = compare_strategies(build, train, val, epochs=1, strategies=("full_finetune", "feature_extraction"),
-                               device="cpu", progress=False)
+    once = RunSettings(epochs=1, device="cpu", progress=False)
+    alone = compare_strategies(build, train, val, arms=("feature_extraction",), settings=once)
+    after = compare_strategies(build, train, val, arms=("full_finetune", "feature_extraction"), settings=once)
     first, second = alone.histories["feature_extraction"][0], after.histories["feature_extraction"][0]
     assert first["train_loss"] == second["train_loss"] and first["val_loss"] == second["val_loss"]
 
 
 def test_compare_strategies_repeats_over_seeds_and_hands_back_the_models():
     train, val = data(n=8)
-    result = compare_strategies(lambda: torchvision.models.resnet18(weights=None), train, val, epochs=1,
-                                strategies=("cached_features", "feature_extraction"), seeds=[0, 1],
-                                return_models=True, device="cpu", progress=False)
+    result = compare_strategies(lambda: torchvision.models.resnet18(weights=None), train, val,
+                                arms=("cached_features", "feature_extraction"),
+                                settings=RunSettings(epochs=1, seeds=[0, 1], return_models=True, device="cpu",
+                                                     progress=False))
     per_seed = result.per_seed("final_val_acc")
     assert list(per_seed) == ["cached_features", "feature_extraction"]
     assert all(len(values) == 2 for values in per_seed.values())
@@ -175,8 +175,9 @@ def test_measure_adds_a_metric_to_every_run_and_per_seed():
         return {"head_norm": model.fc.weight.norm().item()}
 
     result = compare_strategies(lambda: torchvision.models.resnet18(weights=None, num_classes=2), loader, loader,
-                                epochs=1, strategies=("feature_extraction",), num_classes=2, seeds=(0, 1),
-                                measure=head_norm, device="cpu", progress=False)
+                                arms=("feature_extraction",),
+                                settings=RunSettings(epochs=1, num_classes=2, seeds=(0, 1), measure=head_norm,
+                                                     device="cpu", progress=False))
     values = result.per_seed("head_norm")["feature_extraction"]
     assert len(values) == 2 and len(calls) == 2
     assert values[0] == pytest.approx(calls[0].fc.weight.norm().item())
@@ -188,8 +189,9 @@ def test_measure_that_reuses_a_built_in_name_is_refused():
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
     with pytest.raises(ValueError, match="already uses"):
         compare_strategies(lambda: torchvision.models.resnet18(weights=None, num_classes=2), loader, loader,
-                           epochs=1, strategies=("feature_extraction",), num_classes=2,
-                           measure=lambda m: {"final_val_acc": 1.0}, device="cpu", progress=False)
+                           arms=("feature_extraction",),
+                           settings=RunSettings(epochs=1, num_classes=2, measure=lambda m: {"final_val_acc": 1.0},
+                                                device="cpu", progress=False))
 
 
 def test_on_epoch_start_turns_feature_extraction_into_gradual_unfreezing():
@@ -205,8 +207,9 @@ def test_on_epoch_start_turns_feature_extraction_into_gradual_unfreezing():
         gradual_unfreeze(model, optimizer, epoch, base_lr=1e-3, decay=0.5)
 
     result = compare_strategies(lambda: torchvision.models.resnet18(weights=None, num_classes=2), loader, loader,
-                                epochs=3, strategies=("feature_extraction",), num_classes=2, seeds=(0,),
-                                on_epoch_start=thaw, return_models=True, device="cpu", progress=False)
+                                arms={"feature_extraction": Arm("feature_extraction", on_epoch_start=thaw)},
+                                settings=RunSettings(epochs=3, num_classes=2, seeds=(0,), return_models=True,
+                                                     device="cpu", progress=False))
     assert epochs_seen == [0, 1, 2]
     model = result.models["feature_extraction"]
     assert all(p.requires_grad for p in model.layer3.parameters())  # epoch 2 thawed layer3
@@ -216,9 +219,58 @@ def test_on_epoch_start_turns_feature_extraction_into_gradual_unfreezing():
 
 
 def test_on_epoch_start_must_be_callable():
-    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 2, (8,))
-    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=8)
     with pytest.raises(TypeError, match=r"on_epoch_start: expected a function \(model, optimizer, epoch\)"):
-        compare_strategies(lambda: torchvision.models.resnet18(weights=None, num_classes=2), loader,
-                           epochs=1, strategies=("feature_extraction",), num_classes=2, on_epoch_start=3,
-                           device="cpu", progress=False)
+        Arm("feature_extraction", on_epoch_start=3)
+
+
+def test_a_bad_arm_is_refused_with_the_fix_before_training():
+    train, _ = data(n=8)
+    build = CountingBuilder()
+    with pytest.raises(ValueError, match=r"Arm: strategy expected one of .*got 'frozen' \('frozen' is now "
+                                         r"'feature_extraction'\)"):
+        Arm("frozen", lr=1e-3)
+    with pytest.raises(ValueError, match=r"Arm: lr expected a number > 0, got -0.1"):
+        Arm("full_finetune", lr=-0.1)
+    with pytest.raises(ValueError, match=r"thawed_lr_factor expected a number in \(0, 1\].*got 2"):
+        Arm("partial_finetune", thawed_lr_factor=2)
+    with pytest.raises(ValueError, match="on_epoch_start expected a strategy trained on images"):
+        Arm("cached_features", on_epoch_start=lambda model, optimizer, epoch: None)
+    with pytest.raises(TypeError, match=r"arms: expected a dict \{name: Arm\(...\)\}, got 'fast': str"):
+        compare_strategies(build, train, arms={"fast": "full_finetune"})
+    with pytest.raises(ValueError, match=r"seeds: expected a non-empty sequence of ints, got \(\)"):
+        RunSettings(seeds=())
+    assert build.calls == 0
+
+
+def test_two_arms_of_one_strategy_at_different_rates_are_run_and_named():
+    train, val = data(n=16)
+    arms = {f"full {lr:g}": Arm("full_finetune", lr=lr, thawed_lr_factor=1.0) for lr in (1e-2, 1e-4)}
+    result = compare_strategies(lambda: torchvision.models.resnet18(weights=None), train, val, arms=arms,
+                                settings=RunSettings(epochs=1, seeds=(0, 1), device="cpu", progress=False))
+    assert [r["arm"] for r in result.rows] == ["full 0.01", "full 0.0001"]
+    assert [r["strategy"] for r in result.rows] == ["full_finetune", "full_finetune"]
+    assert [(r["arm"], r["seed"]) for r in result.runs] == [
+        ("full 0.01", 0), ("full 0.0001", 0), ("full 0.01", 1), ("full 0.0001", 1)]
+    assert list(result.histories["full 0.01"][0]["lrs"].values()) == pytest.approx([1e-2] * 6)
+    assert list(result.histories["full 0.0001"][0]["lrs"].values()) == pytest.approx([1e-4] * 6)
+    assert result.per_seed("final_train_acc").keys() == {"full 0.01", "full 0.0001"}
+    assert str(result).splitlines()[0].split()[0] == "arm" and "full 0.01" in str(result)
+    d = result.paired("full 0.01", "full 0.0001", metric="final_train_acc")
+    assert (d.a_name, d.b_name, len(d.diffs)) == ("full 0.01", "full 0.0001", 2)
+    with pytest.raises(KeyError, match="no arm 'full 1'"):
+        result.paired("full 1", "full 0.01")
+    fig = result.plot()
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["full 0.01", "full 0.0001"]
+
+
+def test_arms_are_reproducible_across_calls_with_the_same_seed():
+    train, val = data(n=16)
+    arms = {"head": Arm("feature_extraction", lr=1e-2), "thawed": Arm("partial_finetune", lr=1e-2)}
+    settings = RunSettings(epochs=1, seeds=(3,), device="cpu", progress=False)
+    build = lambda: torchvision.models.resnet18(weights=None)  # noqa: E731
+    first = compare_strategies(build, train, val, arms=arms, settings=settings)
+    second = compare_strategies(build, train, val, arms=dict(reversed(arms.items())), settings=settings)
+    for name in arms:
+        a, b = first.histories[name], second.histories[name]
+        assert a["train_loss"] == b["train_loss"] and a["val_loss"] == b["val_loss"]
+    assert [r["arm"] for r in second.rows] == ["thawed", "head"]  # rows in the order the arms were given

@@ -33,7 +33,7 @@ def test_ci_turns_progress_off_and_offline_reads_the_same_words(monkeypatch):
 
 def test_quick_run_is_off_unless_asked_and_reaches_a_grading_kernel_only_when_asked(monkeypatch):
     import labkit
-    from labkit.grading.grade import _sandbox_env
+    from labkit.grading.environment import sandbox_env
 
     monkeypatch.delenv("LABKIT_QUICK", raising=False)
     assert quick_run() is False and labkit.quick_run is quick_run
@@ -41,18 +41,18 @@ def test_quick_run_is_off_unless_asked_and_reaches_a_grading_kernel_only_when_as
         monkeypatch.setenv("LABKIT_QUICK", value)
         assert quick_run() is expected
     monkeypatch.setenv("LABKIT_QUICK", "1")  # the grader's own setting never reaches a student's kernel
-    assert "LABKIT_QUICK" not in _sandbox_env(1, home="/home/student", pythonpath="/course")
-    assert _sandbox_env(1, home="/home/student", pythonpath="/course", quick=True)["LABKIT_QUICK"] == "1"
+    assert "LABKIT_QUICK" not in sandbox_env(1, home="/home/student", pythonpath="/course")
+    assert sandbox_env(1, home="/home/student", pythonpath="/course", quick=True)["LABKIT_QUICK"] == "1"
 
 
 def test_grading_and_validate_read_progress_through_the_one_setting(monkeypatch):
-    from labkit.grading.grade import _progress
+    from labkit.grading.report import progress_bar
 
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.setenv("LABKIT_PROGRESS", "off")
-    assert _progress(3, None).disable is True
+    assert progress_bar(3, None).disable is True
     monkeypatch.setenv("LABKIT_PROGRESS", "1")
-    assert _progress(3, None).disable is False
+    assert progress_bar(3, None).disable is False
 
 
 def test_socket_timeout_is_restored_after_the_block_even_on_error():

@@ -9,11 +9,10 @@ import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from labkit.features import Features, extract_features, feature_cache_path, fit_head
-from labkit.freeze import freeze
+from labkit.features import Features, compute_outputs, extract_features, feature_cache_path, fit_head, split_model
+from labkit.freeze import freeze, freeze_to
 from labkit.heads import replace_head
 from labkit.train import fit
-
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -179,3 +178,114 @@ def test_extract_features_warns_that_random_augmentation_is_frozen():
     loader = DataLoader(Plain(x, y, transform=torchvision.transforms.RandomHorizontalFlip()), batch_size=2)
     with pytest.warns(UserWarning, match=r"random augmentation \(RandomHorizontalFlip\)"):
         extract_features(nn.Flatten(), loader, device="cpu")
+
+
+# --------------------------------------------------------------------------- cutting a model at a stage
+def _lite0():
+    from labkit.models import build_efficientnet_lite0
+
+    torch.manual_seed(0)
+    return build_efficientnet_lite0(4).eval()
+
+
+@pytest.mark.parametrize("builder", [
+    lambda: torchvision.models.resnet18(weights=None),
+    lambda: __import__("timm").create_model("efficientnet_b0", pretrained=False),
+], ids=["torchvision_resnet18", "timm_efficientnet_b0"])
+def test_top_of_bottom_is_the_model_at_every_stage(builder):
+    from labkit.heads import stages
+
+    torch.manual_seed(0)
+    model = builder().eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        whole = model(x)
+        for at in list(stages(model))[1:]:
+            bottom, top = split_model(model, at=at)
+            torch.testing.assert_close(top(bottom(x)), whole, rtol=1e-4, atol=1e-4)
+    _, top = split_model(model, at=-2)
+    assert all(any(m is layer for layer in model.modules()) for m in top.children() if list(m.parameters()))
+
+
+@pytest.mark.parametrize("builder,at", [
+    (lambda: torchvision.models.resnet18(weights=None, num_classes=3), "layer3"),
+    (lambda: torchvision.models.resnet18(weights=None, num_classes=3), "fc"),
+    (lambda: torchvision.models.mobilenet_v3_small(weights=None, num_classes=3), -3),
+    (_lite0, "blocks.6"),
+    (_lite0, "conv_head"),
+    (_lite0, "stem"),
+])
+def test_split_model_halves_compute_the_model_on_resnet_mobilenet_and_efficientnet(builder, at):
+    torch.manual_seed(0)
+    model = builder().eval()
+    x = torch.randn(2, 3, 48, 48)
+    bottom, top = split_model(model, at=at)
+    torch.testing.assert_close(top(bottom(x)), model(x), rtol=1e-4, atol=1e-4)
+
+
+def test_split_model_top_shares_the_models_layers_so_training_it_trains_the_model():
+    model = _lite0()
+    freeze_to(model, "blocks.6")
+    bottom, top = split_model(model, at="blocks.6")
+    assert top[0] is model.blocks[6] and top[-1] is model.classifier
+    assert not any(p.requires_grad for p in bottom.parameters())
+    before = model.blocks[6][0].conv_pw.weight.clone()
+    opt = torch.optim.SGD([p for p in top.parameters() if p.requires_grad], lr=0.1)
+    feats = compute_outputs(bottom, torch.randn(4, 3, 48, 48))
+    torch.nn.functional.cross_entropy(top.train()(feats), torch.tensor([0, 1, 2, 3])).backward()
+    opt.step()
+    assert not torch.equal(model.blocks[6][0].conv_pw.weight, before)
+
+
+def test_split_model_refuses_models_whose_forward_is_not_a_sequence():
+    with pytest.raises(TypeError, match="bare parameter"):
+        split_model(torchvision.models.vit_b_16(weights=None), at=-2)
+    with pytest.raises(TypeError, match="does not compute its forward"):
+        split_model(torchvision.models.densenet121(weights=None), at=-2)
+
+
+@pytest.mark.parametrize("at,err,match", [
+    ("conv1", ValueError, "at must be one of the stages"),
+    (9, ValueError, "out of range"),
+    (1.5, TypeError, "stage name or index"),
+])
+def test_split_model_rejects_a_stage_it_does_not_have(at, err, match):
+    with pytest.raises(err, match=match):
+        split_model(torchvision.models.resnet18(weights=None), at=at)
+
+
+def test_compute_outputs_runs_in_eval_and_restores_modes():
+    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.9)).train()
+    x = torch.randn(5, 3)
+    torch.testing.assert_close(compute_outputs(net, x, batch_size=2), net[0](x).detach())
+    assert net.training
+    with pytest.raises(ValueError, match="positive int batch_size"):
+        compute_outputs(net, x, batch_size=0)
+    with pytest.raises(TypeError, match=r"expected an image tensor or a loader of \(images, labels\), got int"):
+        compute_outputs(net, 3)
+
+
+def test_compute_outputs_over_a_loader_keeps_the_shape_and_the_labels():
+    torch.manual_seed(0)
+    bottom, _ = split_model(torchvision.models.resnet18(weights=None, num_classes=3), at="layer4")
+    x, y = torch.randn(6, 3, 32, 32), torch.tensor([0, 1, 2, 0, 1, 2])
+    outputs, labels = compute_outputs(bottom, DataLoader(TensorDataset(x, y), batch_size=4))
+    assert outputs.shape == (6, 256, 2, 2) and torch.equal(labels, y)
+    torch.testing.assert_close(outputs, compute_outputs(bottom, x))
+
+
+
+
+def test_split_model_halves_compose_to_the_model_and_share_its_layers():
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    x = torch.randn(2, 3, 32, 32)
+    for at in ("layer2", "layer4", "fc"):
+        bottom, top = split_model(model, at=at)
+        torch.testing.assert_close(top(bottom(x)), model(x))
+    _, top = split_model(model, at="layer4")
+    assert top[0] is model.layer4 and top[-1] is model.fc
+    with pytest.raises(ValueError, match="at must be one of the stages"):
+        split_model(model, at="conv1")
+    with pytest.raises(ValueError, match="stages"):
+        split_model(torch.nn.Linear(2, 2), at="fc")

@@ -11,11 +11,11 @@ import torch
 import torchvision
 from torch import nn
 
+from labkit.drift import filter_drift, plot_filter_drift
 from labkit.filters import (
     colour_separability,
     compare_filters,
     conv_layers,
-    filter_drift,
     find_matches,
     first_conv,
     gabor_bank,
@@ -23,11 +23,9 @@ from labkit.filters import (
     gradient_share,
     match_filters,
     plot_filter,
-    plot_filter_drift,
     plot_filters,
     sobel_kernels,
 )
-
 
 # --------------------------------------------------------------------------- fixtures & helpers
 
@@ -471,7 +469,7 @@ def test_plot_filter_drift_draws_one_bar_per_filter_per_run(resnet18):
     assert len(single.axes[0].patches) == 64
 
 
-# --------------------------------------------------------------------------- the offline backbone (EfficientNet-Lite0, ImageNet)
+# ------------------------------------------------------------- the offline backbone (EfficientNet-Lite0, ImageNet)
 
 
 def _offline_models():
@@ -523,7 +521,8 @@ def test_gabor_likeness_cannot_tell_the_offline_stem_from_smooth_noise():
 def test_empty_weight_raises_one_line_error_naming_shape_and_fix(fn):
     empty = torch.empty(0, 3, 7, 7)
     source = {"empty": empty} if fn is compare_filters else empty
-    with pytest.raises(ValueError, match=r"no filters.*shape \(0, 3, 7, 7\); expected N x C x H x W.*Fix: pass a non-empty"):
+    with pytest.raises(ValueError,
+                       match=r"no filters.*shape \(0, 3, 7, 7\); expected N x C x H x W.*Fix: pass a non-empty"):
         fn(source)
 
 

@@ -3,12 +3,11 @@ import io
 
 import pytest
 import torch
+from helpers import build
 from torch import nn
 
 from labkit import freeze, freeze_to, replace_head, trainable_report, unfreeze
 from labkit.freeze import frozen_guard, snapshot_frozen, verify_frozen
-
-from helpers import build
 
 
 def _train_steps(model, steps=3, lr=0.1):

@@ -25,9 +25,10 @@ import pytest
 from labkit.grading import grade as grade_module
 from labkit.grading.grade import grade
 from labkit.grading.sandbox import Limits, detect_isolation
+from labkit.grading.settings import GradingSettings
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
-import synthetic  # noqa: E402
+import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSON = "02_first_layer_filters"
@@ -56,7 +57,8 @@ def _attack(source: str, **paths) -> str:
     body = textwrap.dedent(source).strip("\n")
     for key, value in paths.items():
         body = body.replace(f"@{key}@", repr(str(value)))
-    return "try:\n" + textwrap.indent(body, "    ") + "\nexcept BaseException as exc:\n    print('attack failed:', repr(exc))\n"
+    handler = "\nexcept BaseException as exc:\n    print('attack failed:', repr(exc))\n"
+    return "try:\n" + textwrap.indent(body, "    ") + handler
 
 
 FORGE_IN_KERNEL = '''
@@ -70,7 +72,8 @@ def _force(x):
         return x
     return [_force(v) for v in x] if isinstance(x, list) else x
 json.dumps = lambda obj, *a, **k: _real_dumps(_force(obj), *a, **k)
-FAKE = [{"legacy": {"exercise": "?", "status": "passed", "points": 1, "max_points": 1, "feedback": ["✔ looks great"]}, "status": "passed"}]
+FAKE = [{"legacy": {"exercise": "?", "status": "passed", "points": 1, "max_points": 1, "feedback": ["✔ looks great"]},
+         "status": "passed"}]
 def _steal(lines):
     src = "".join(lines)
     for path in set(re.findall(r"open\\((['\\"])([^'\\"]+)\\1", src)):
@@ -106,7 +109,7 @@ for job in glob.glob("/job/*.json") + glob.glob("/tmp/*/job.json") + glob.glob("
         targets.add(json.load(open(job))["checks_path"])
     except Exception:
         pass
-import labkit.grading.checks as c
+import labkit.grading.exercises as c
 targets.add(c.__file__)
 for path in targets:
     try:
@@ -124,8 +127,9 @@ import json, sys, time
 end = time.time() + 60
 while time.time() < end:
     time.sleep(0.3)
-    for path, text in ((@OUT@, "student,exercise,points,max_points,feedback,status\\\\nvictim,TOTAL,100,2,forged,graded\\\\n"),
-                       (@JOURNAL@, json.dumps({"labkit_grade": 2, "signature": "0" * 64, "settings": {}, "grade": {}}))):
+    forged_csv = "student,exercise,points,max_points,feedback,status\\\\nvictim,TOTAL,100,2,forged,graded\\\\n"
+    forged_journal = json.dumps({"labkit_grade": 2, "signature": "0" * 64, "settings": {}, "grade": {}})
+    for path, text in ((@OUT@, forged_csv), (@JOURNAL@, forged_journal)):
         try:
             open(path, "w").write(text)
         except Exception:
@@ -180,7 +184,8 @@ for pid in os.listdir("/proc"):
             pass
 found["notebook"] = "notebook: none"
 found["proc"] = "proc: " + " | ".join(c for c in cmdlines if "pytest" in c or ".ipynb" in c or ".csv" in c)[:150]
-for nb in [p for top in ("/job", "/course", "/home", "/tmp", "/work", "/root") for p in glob.glob(top + "/**/*.ipynb", recursive=True)][:50]:
+tops = ("/job", "/course", "/home", "/tmp", "/work", "/root")
+for nb in [p for top in tops for p in glob.glob(top + "/**/*.ipynb", recursive=True)][:50]:
     grab("notebook", nb, "CLASSMATE_SECRET")
     if "CLASSMATE" in found["notebook"]:
         break
@@ -228,7 +233,8 @@ def _snapshot(root: Path, *, skip=()) -> dict[str, tuple[int, int]]:
     """(size, mtime) of every file under root, except caches and ``skip`` folders."""
     out = {}
     for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if d not in ("__pycache__", ".pytest_cache", ".git", ".ci-venv") and os.path.join(folder, d) not in skip]
+        ignored = ("__pycache__", ".pytest_cache", ".git", ".ci-venv")
+        dirs[:] = [d for d in dirs if d not in ignored and os.path.join(folder, d) not in skip]
         for name in files:
             path = os.path.join(folder, name)
             try:
@@ -257,7 +263,8 @@ def _alive_with(marker: str) -> list[int]:
 def _runtime_files() -> set[str]:
     from jupyter_core.paths import jupyter_runtime_dir
 
-    return {p.name for p in Path(jupyter_runtime_dir()).glob("kernel-*.json")} if Path(jupyter_runtime_dir()).is_dir() else set()
+    runtime = Path(jupyter_runtime_dir())
+    return {p.name for p in runtime.glob("kernel-*.json")} if runtime.is_dir() else set()
 
 
 def _build(root: Path, *, attacks: bool) -> dict:
@@ -267,14 +274,16 @@ def _build(root: Path, *, attacks: bool) -> dict:
     notes = root / "instructor" / "notes.txt"
     notes.parent.mkdir()
     notes.write_text("exam ideas\n", encoding="utf-8")
-    private = root / "instructor" / "checks_private.py"
-    private.write_text((ROOT / "labkit" / "grading" / "checks.py").read_text(encoding="utf-8") + f"\n# {HIDDEN_MARKER}\n", encoding="utf-8")
-    for lesson_checks in sorted((ROOT / "labkit" / "grading").glob("checks_[0-9]*.py")):  # loaded beside checks.py
-        (private.parent / lesson_checks.name).write_text(lesson_checks.read_text(encoding="utf-8"), encoding="utf-8")
+    private = root / "instructor" / "checks_private"  # a copy of the whole exercises/ package, marked
+    shutil.copytree(ROOT / "labkit" / "grading" / "exercises", private, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(private / "__init__.py", "a", encoding="utf-8") as fh:
+        fh.write(f"\n# {HIDDEN_MARKER}\n")
     paths = {
-        "OUT": out, "JOURNAL": out.parent / "grades_feedback" / "victim.json", "NOTES": notes, "PRIVATE_CHECKS": private,
+        "OUT": out, "JOURNAL": out.parent / "grades_feedback" / "victim.json", "NOTES": notes,
+        "PRIVATE_CHECKS": private / "__init__.py",
         "CLASSMATE": subs / "alice.ipynb", "CLASSMATE_FEEDBACK": out.parent / "grades_feedback" / "alice.md",
-        "SOLUTION": ROOT / "solutions" / f"{LESSON}.ipynb", "HOST_CHECKS": ROOT / "labkit" / "grading" / "checks.py",
+        "SOLUTION": ROOT / "solutions" / f"{LESSON}.ipynb",
+        "HOST_CHECKS": ROOT / "labkit" / "grading" / "exercises" / "__init__.py",
         "HOST_HISTORY": Path.home() / ".ipython" / "profile_default" / "history.sqlite",
         "CREATED": root / "pwned.txt", "CREATED_IN_COURSE": ROOT / f"pwned-{TOKEN}.txt",
     }
@@ -322,9 +331,11 @@ def _run(tmp_path_factory, *, sandbox: bool) -> dict:
     tempfile.tempdir = str(host_tmp)  # the grader's private job folders go here, to be checked below
     started = time.monotonic()
     try:
-        report = grade([made["subs"]], out=made["out"], workers=2, cell_timeout=20, notebook_timeout=60, check_timeout=30,
-                       startup_timeout=120, progress=False, checks_path=made["private"] if sandbox else None,
-                       limits=Limits(memory=MEMORY, processes=PROCESSES), sandbox=sandbox, require_sandbox=sandbox)
+        settings = GradingSettings(cell_timeout=20, notebook_timeout=60, check_timeout=30, startup_timeout=120,
+                                   checks_path=made["private"] if sandbox else None,
+                                   limits=Limits(memory=MEMORY, processes=PROCESSES), sandbox=sandbox,
+                                   require_sandbox=sandbox)
+        report = grade([made["subs"]], out=made["out"], workers=2, settings=settings, progress=False)
     finally:
         tempfile.tempdir = saved
     elapsed = time.monotonic() - started
@@ -337,7 +348,8 @@ def _run(tmp_path_factory, *, sandbox: bool) -> dict:
                 survivors=survivors, elapsed=elapsed)
 
 
-needs_bwrap = pytest.mark.skipif(detect_isolation().weak, reason=f"no working bubblewrap here ({detect_isolation().reason}); CI installs it")
+needs_bwrap = pytest.mark.skipif(detect_isolation().weak,
+                                 reason=f"no working bubblewrap here ({detect_isolation().reason}); CI installs it")
 
 
 @pytest.fixture(scope="module")
@@ -359,7 +371,8 @@ def test_honest_submissions_get_what_they_earned(batch):
     assert _points(batch, "alice") == {FIRST: ("1", "passed"), DISPLAY: ("1", "passed"), "TOTAL": ("2", "graded")}
     assert _points(batch, "bob_partial")[FIRST] == ("1", "passed")
     assert _points(batch, "bob_partial")[DISPLAY] == ("0", "failed")
-    assert _points(batch, "carol_untouched") == {FIRST: ("0", "not attempted"), DISPLAY: ("0", "not attempted"), "TOTAL": ("0", "graded")}
+    assert _points(batch, "carol_untouched") == {FIRST: ("0", "not attempted"), DISPLAY: ("0", "not attempted"),
+                                                 "TOTAL": ("0", "graded")}
 
 
 @pytest.mark.parametrize("student", ["forge_kernel", "forge_disk", "snoop", "vandal", "carol_untouched"])
@@ -402,7 +415,8 @@ def test_course_checkout_and_environment_are_byte_identical(batch):
 def test_no_process_of_a_submission_outlives_the_run_and_no_kernel_files_remain(batch):
     assert batch["survivors"] == []
     assert _alive_with(SLEEP) == []
-    assert [p.name for p in batch["host_tmp"].iterdir() if p.name.startswith(("labkit-", "kernel-", "tmp"))] == []  # job folders, connection files
+    # job folders, connection files
+    assert [p.name for p in batch["host_tmp"].iterdir() if p.name.startswith(("labkit-", "kernel-", "tmp"))] == []
     assert _runtime_files() <= batch["before"]["runtime"]
 
 
@@ -426,8 +440,10 @@ def test_daemon_is_gone_and_resume_trusts_only_signed_journals(batch, tmp_path):
     (folder / "carol_untouched.json").write_text(json.dumps(record), encoding="utf-8")
     forged = dict(record, signature="0" * 64)
     (folder / "bob_partial.json").write_text(json.dumps(forged), encoding="utf-8")  # a journal the grader did not sign
-    report = grade([batch["subs"] / "carol_untouched.ipynb", batch["subs"] / "alice.ipynb"], out=tmp_path / "out" / "grades.csv", resume=True, progress=False,
-                   cell_timeout=20, notebook_timeout=60, check_timeout=30, checks_path=batch["private"], limits=Limits(memory=MEMORY, processes=PROCESSES))
+    settings = GradingSettings(cell_timeout=20, notebook_timeout=60, check_timeout=30, checks_path=batch["private"],
+                               limits=Limits(memory=MEMORY, processes=PROCESSES))
+    report = grade([batch["subs"] / "carol_untouched.ipynb", batch["subs"] / "alice.ipynb"],
+                   out=tmp_path / "out" / "grades.csv", resume=True, progress=False, settings=settings)
     assert report.resumed == ["alice"]
     assert next(s for s in report.submissions if s.student == "carol_untouched").total == 0
 
@@ -459,7 +475,8 @@ def test_require_sandbox_refuses_to_grade_without_it(tmp_path, monkeypatch, caps
 
     path = tmp_path / "a.ipynb"
     nbformat.write(synthetic.submission(_cells({}), lesson=LESSON), path)
-    monkeypatch.setattr(grade_module, "detect_isolation", lambda use_bwrap=True: Isolation("fallback", None, "bubblewrap (bwrap) is not installed"))
+    missing = Isolation("fallback", None, "bubblewrap (bwrap) is not installed")
+    monkeypatch.setattr(grade_module, "detect_isolation", lambda use_bwrap=True: missing)
     assert grade_main([str(path), "--out", str(tmp_path / "g.csv"), "--require-sandbox", "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert err.strip() == "labkit grade: refusing to grade without the sandbox: bubblewrap (bwrap) is not installed"

@@ -17,12 +17,13 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from labkit.grading.cli import grade_main
 from labkit.grading import sandbox
+from labkit.grading.cli import grade_main
 from labkit.grading.grade import CSV_COLUMNS, SubmissionGrade, find_submissions, grade, write_csv
+from labkit.grading.settings import GradingSettings
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
-import synthetic  # noqa: E402
+import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CELL_TIMEOUT = 6.0
 NOTEBOOK_TIMEOUT = 25.0
 CHECK_TIMEOUT = 10.0
+SETTINGS = GradingSettings(cell_timeout=CELL_TIMEOUT, notebook_timeout=NOTEBOOK_TIMEOUT, check_timeout=CHECK_TIMEOUT,
+                           startup_timeout=120)
 GRACE = min(10.0, CELL_TIMEOUT)  # how long an interrupted cell may take to stop (min(10, cell timeout))
 
 FREEZE, OPTIM, COUNT = "01.freeze_and_swap", "01.make_head_optimizer", "01.count_parameters"
@@ -39,17 +42,27 @@ def _submissions() -> dict[str, nbformat.NotebookNode | bytes]:
     lesson01, sub = synthetic.lesson01, synthetic.submission
     return {
         "correct": sub(lesson01(RIGHT)),
-        "partial": sub(lesson01({"freeze_and_swap": RIGHT["freeze_and_swap"], "make_head_optimizer": "def make_head_optimizer(model, lr):\n    return torch.optim.SGD(model.parameters(), lr=lr)\n"})),
-        "raises": sub(lesson01(dict(RIGHT, freeze_and_swap="def freeze_and_swap(model, num_classes):\n    raise RuntimeError('boom')\n"), before=["1 / 0"])),
-        "hangs": sub(lesson01(dict(RIGHT, count_parameters="def count_parameters(model):\n    while True:\n        pass\n"), before=["while True:\n    pass"])),
-        "exits": sub(lesson01(dict(RIGHT, make_head_optimizer="def make_head_optimizer(model, lr):\n    import sys\n    sys.exit(1)\n"), before=["import sys\nsys.exit('bye')"])),
+        "partial": sub(lesson01({"freeze_and_swap": RIGHT["freeze_and_swap"], "make_head_optimizer":
+                                 "def make_head_optimizer(model, lr):\n"
+                                 "    return torch.optim.SGD(model.parameters(), lr=lr)\n"})),
+        "raises": sub(lesson01(dict(RIGHT, freeze_and_swap="def freeze_and_swap(model, num_classes):\n"
+                                                           "    raise RuntimeError('boom')\n"), before=["1 / 0"])),
+        "hangs": sub(lesson01(dict(RIGHT, count_parameters="def count_parameters(model):\n    while True:\n"
+                                                            "        pass\n"), before=["while True:\n    pass"])),
+        "exits": sub(lesson01(dict(RIGHT, make_head_optimizer="def make_head_optimizer(model, lr):\n    import sys\n"
+                                                               "    sys.exit(1)\n"),
+                              before=["import sys\nsys.exit('bye')"])),
         "os_exit": sub(["import os\nos._exit(1)", RIGHT["count_parameters"]]),
         "segfault": sub(["import ctypes\nctypes.string_at(0)", RIGHT["count_parameters"]]),
-        "stubborn": sub(["import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass", RIGHT["count_parameters"]]),
+        "stubborn": sub(["import signal\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    pass",
+                         RIGHT["count_parameters"]]),
         "slow": sub([RIGHT["count_parameters"]] + ["import time\ntime.sleep(2)"] * 40),
-        "flood": sub(lesson01(dict(RIGHT, count_parameters=RIGHT["count_parameters"].replace("    params =", "    print('y' * 2_000_000)\n    params =")), before=["print('x' * 30_000_000)"])),
+        "flood": sub(lesson01(dict(RIGHT, count_parameters=RIGHT["count_parameters"].replace(
+            "    params =", "    print('y' * 2_000_000)\n    params =")), before=["print('x' * 30_000_000)"])),
         # A copy without lesson metadata (e.g. pasted into a fresh Colab notebook) is graded as the assignment.
-        "missing": sub(lesson01(dict(RIGHT, freeze_and_swap=RIGHT["freeze_and_swap"].replace("def freeze_and_swap", "def freeze_swap"))), lesson=None),
+        "missing": sub(lesson01(dict(RIGHT, freeze_and_swap=RIGHT["freeze_and_swap"].replace("def freeze_and_swap",
+                                                                                             "def freeze_swap"))),
+                       lesson=None),
         "wrong_lesson": sub(lesson01(RIGHT), lesson="02_first_layer_filters"),
         "corrupt": b'{"cells": [{"cell_type": "code", "source": "x = 1"',
         "bare_json": b'{"hello": "world"}',
@@ -60,18 +73,32 @@ def _submissions() -> dict[str, nbformat.NotebookNode | bytes]:
 NA = "still raises NotImplementedError"
 EXPECTED = {
     "correct": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
-    "partial": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (0, "failed", "✘ your optimizer holds 60 frozen tensors | hint: pass only parameters with requires_grad"), COUNT: (0, "not attempted", NA)},
-    "raises": {FREEZE: (0, "failed", "raised RuntimeError: boom"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
-    "hangs": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (1, "passed", "✔ passed"), COUNT: (0, "failed", f"checking `count_parameters` did not finish within {CHECK_TIMEOUT:g} s")},
-    "exits": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (0, "failed", "called sys.exit() / exit()"), COUNT: (1, "passed", "✔ passed")},
-    "os_exit": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the kernel died while running cell 2 (exit status 1")),
+    "partial": {FREEZE: (1, "passed", "✔ passed"),
+                OPTIM: (0, "failed", "✘ your optimizer holds 60 frozen tensors | hint: pass only parameters with "
+                                     "requires_grad"),
+                COUNT: (0, "not attempted", NA)},
+    "raises": {FREEZE: (0, "failed", "raised RuntimeError: boom"), OPTIM: (1, "passed", "✔ passed"),
+               COUNT: (1, "passed", "✔ passed")},
+    "hangs": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (1, "passed", "✔ passed"),
+              COUNT: (0, "failed", f"checking `count_parameters` did not finish within {CHECK_TIMEOUT:g} s")},
+    "exits": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (0, "failed", "called sys.exit() / exit()"),
+              COUNT: (1, "passed", "✔ passed")},
+    "os_exit": dict.fromkeys((FREEZE, OPTIM, COUNT),
+                             (0, "error", "the kernel died while running cell 2 (exit status 1")),
     "segfault": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the kernel died while running cell 2 (SIGSEGV")),
-    "stubborn": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "cell 2 ran past its time limit and did not stop when interrupted")),
-    "slow": {FREEZE: (0, "not attempted", "`freeze_and_swap` is not defined in the notebook"), OPTIM: (0, "not attempted", "is not defined in the notebook"), COUNT: (1, "passed", "✔ passed")},
+    "stubborn": dict.fromkeys((FREEZE, OPTIM, COUNT),
+                              (0, "error", "cell 2 ran past its time limit and did not stop when interrupted")),
+    "slow": {FREEZE: (0, "not attempted", "`freeze_and_swap` is not defined in the notebook"),
+             OPTIM: (0, "not attempted", "is not defined in the notebook"), COUNT: (1, "passed", "✔ passed")},
     "flood": {FREEZE: (1, "passed", "✔ passed"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
-    "missing": {FREEZE: (0, "not attempted", "`freeze_and_swap` is not defined in the notebook (its cell is missing, renamed, or did not run)"), OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
-    "wrong_lesson": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "wrong notebook: this is lesson 02_first_layer_filters, but the assignment is lesson 01_feature_extraction")),
-    "corrupt": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the file is not valid JSON (Expecting ',' delimiter at line 1")),
+    "missing": {FREEZE: (0, "not attempted", "`freeze_and_swap` is not defined in the notebook (its cell is missing, "
+                                             "renamed, or did not run)"),
+                OPTIM: (1, "passed", "✔ passed"), COUNT: (1, "passed", "✔ passed")},
+    "wrong_lesson": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "wrong notebook: this is lesson "
+                                                                       "02_first_layer_filters, but the assignment is "
+                                                                       "lesson 01_feature_extraction")),
+    "corrupt": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error",
+                                                      "the file is not valid JSON (Expecting ',' delimiter at line 1")),
     "bare_json": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the file is JSON but not a Jupyter notebook")),
 }
 
@@ -98,10 +125,7 @@ def batch(tmp_path_factory):
         [subs],
         out=out,
         workers=2,
-        cell_timeout=CELL_TIMEOUT,
-        notebook_timeout=NOTEBOOK_TIMEOUT,
-        check_timeout=CHECK_TIMEOUT,
-        startup_timeout=120,
+        settings=SETTINGS,
         progress=False,
     )
     elapsed = time.monotonic() - started
@@ -209,13 +233,11 @@ def test_no_temporary_files_are_left_next_to_the_csv(batch):
 
 def test_resume_reuses_unchanged_submissions_and_regrades_changed_ones(batch):
     before = batch["out"].read_bytes()
-    report = grade([batch["subs"]], out=batch["out"], workers=2, cell_timeout=CELL_TIMEOUT, notebook_timeout=NOTEBOOK_TIMEOUT,
-                   check_timeout=CHECK_TIMEOUT, startup_timeout=120, resume=True, progress=False)
+    report = grade([batch["subs"]], out=batch["out"], workers=2, settings=SETTINGS, resume=True, progress=False)
     assert sorted(report.resumed) == sorted(EXPECTED)
     assert batch["out"].read_bytes() == before
     (batch["subs"] / "corrupt.ipynb").write_bytes(b"\xff\xfe not text")
-    report = grade([batch["subs"]], out=batch["out"], workers=2, cell_timeout=CELL_TIMEOUT, notebook_timeout=NOTEBOOK_TIMEOUT,
-                   check_timeout=CHECK_TIMEOUT, startup_timeout=120, resume=True, progress=False)
+    report = grade([batch["subs"]], out=batch["out"], workers=2, settings=SETTINGS, resume=True, progress=False)
     assert "corrupt" not in report.resumed and len(report.resumed) == len(EXPECTED) - 1
     with open(batch["out"], newline="", encoding="utf-8") as fh:
         rows = list(csv.DictReader(fh))
@@ -232,10 +254,12 @@ def test_rerun_without_resume_overwrites_csv_and_feedback_cleanly(tmp_path):
     out = tmp_path / "grades.csv"
     assert grade_main([str(subs), "--out", str(out), "--lesson", "01_feature_extraction", "--no-progress"]) == 0
     assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 3 * 4
-    assert grade_main([str(subs / "corrupt.ipynb"), "--out", str(out), "--lesson", "01_feature_extraction", "--no-progress"]) == 0
+    assert grade_main([str(subs / "corrupt.ipynb"), "--out", str(out), "--lesson", "01_feature_extraction",
+                       "--no-progress"]) == 0
     with open(out, newline="", encoding="utf-8") as fh:
         assert {r["student"] for r in csv.DictReader(fh)} == {"corrupt"}
-    assert sorted(p.name for p in (tmp_path / "grades_feedback").iterdir()) == [".labkit-journal-key", "corrupt.json", "corrupt.md"]
+    assert sorted(p.name for p in (tmp_path / "grades_feedback").iterdir()) == [".labkit-journal-key", "corrupt.json",
+                                                                                "corrupt.md"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["grades.csv", "grades_feedback", "subs"]
 
 
@@ -302,8 +326,8 @@ def test_job_past_the_hard_limit_is_killed_with_everything_it_started(kind):
 @pytest.mark.parametrize("kind", ISOLATIONS)
 def test_job_that_exits_early_reports_its_status_and_output(kind):
     isolation = sandbox.detect_isolation(use_bwrap=kind == "bwrap")
-    result = sandbox.run([sys.executable, "-c", "import os; print('bad news', flush=True); os._exit(3)"], limits=sandbox.Limits(),
-                         hard_limit=60, isolation=isolation, env={"PATH": os.environ["PATH"]})
+    result = sandbox.run([sys.executable, "-c", "import os; print('bad news', flush=True); os._exit(3)"],
+                         limits=sandbox.Limits(), hard_limit=60, isolation=isolation, env={"PATH": os.environ["PATH"]})
     assert (result.returncode, result.stdout, result.limit) == (3, b"bad news\n", None)
 
 
@@ -314,13 +338,15 @@ def test_sandbox_sees_only_what_it_is_given(tmp_path):
     (tmp_path / "secret.txt").write_text("no", encoding="utf-8")
     probe = (
         "import os, socket\n"
-        f"print(open('/job/given.txt').read(), os.path.exists({str(tmp_path / 'secret.txt')!r}), os.path.exists({str(ROOT / 'solutions')!r}),"
+        f"print(open('/job/given.txt').read(), os.path.exists({str(tmp_path / 'secret.txt')!r}), "
+        f"os.path.exists({str(ROOT / 'solutions')!r}),"
         " len([p for p in os.listdir('/proc') if p.isdigit()]) <= 3, os.getuid())\n"
-        "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2); print('net')\nexcept OSError:\n    print('no net')\n"
+        "try:\n    socket.create_connection(('1.1.1.1', 53), timeout=2); print('net')\n"
+        "except OSError:\n    print('no net')\n"
         "try:\n    open('/job/given.txt', 'w')\nexcept OSError:\n    print('read-only')\n"
     )
-    result = sandbox.run([sys.executable, "-c", probe], limits=sandbox.Limits(), hard_limit=60, ro=[(str(tmp_path / "given.txt"), "/job/given.txt")],
-                         env={"PATH": "/usr/bin:/bin"})
+    result = sandbox.run([sys.executable, "-c", probe], limits=sandbox.Limits(), hard_limit=60,
+                         ro=[(str(tmp_path / "given.txt"), "/job/given.txt")], env={"PATH": "/usr/bin:/bin"})
     assert result.stdout.decode().split("\n")[:3] == ["ok False False True 65534", "no net", "read-only"], result.stdout
 
 
@@ -333,17 +359,23 @@ def test_limits_must_be_positive():
 
 @pytest.mark.parametrize("args, message", [
     (["--timeout", "-1"], "labkit grade: argument --timeout: expected a positive number of seconds, got '-1'"),
-    (["--notebook-timeout", "0"], "labkit grade: argument --notebook-timeout: expected a positive number of seconds, got '0'"),
-    (["--check-timeout", "nan"], "labkit grade: argument --check-timeout: expected a positive number of seconds, got 'nan'"),
+    (["--notebook-timeout", "0"],
+     "labkit grade: argument --notebook-timeout: expected a positive number of seconds, got '0'"),
+    (["--check-timeout", "nan"],
+     "labkit grade: argument --check-timeout: expected a positive number of seconds, got 'nan'"),
     (["--memory", "0"], "labkit grade: argument --memory: expected a positive number of GB, got '0'"),
     (["--max-processes", "0"], "labkit grade: argument --max-processes: expected a positive whole number, got '0'"),
     (["--max-file-size", "-5"], "labkit grade: argument --max-file-size: expected a positive number of MB, got '-5'"),
     (["--cpu-time", "0"], "labkit grade: argument --cpu-time: expected a positive number of seconds, got '0'"),
     (["--workers", "0"], "labkit grade: argument --workers: expected a positive whole number, got '0'"),
-    (["--out", "{subs}"], "labkit grade: --out {subs} is a directory; name the CSV file to write, e.g. {subs}/grades.csv"),
-    (["--out", "{subs}/a.ipynb"], "labkit grade: --out {subs}/a.ipynb is a notebook; name a .csv file outside the submissions"),
-    (["--out", "{subs}/grades.csv"], "labkit grade: --out {subs}/grades.csv is inside the submissions ({subs}); write the grades somewhere else"),
-    (["--out", "{tmp}/g.csv", "--feedback-dir", "{subs}/fb"], "labkit grade: the feedback folder {subs}/fb is inside the submissions ({subs}); write the grades somewhere else"),
+    (["--out", "{subs}"],
+     "labkit grade: --out {subs} is a directory; name the CSV file to write, e.g. {subs}/grades.csv"),
+    (["--out", "{subs}/a.ipynb"],
+     "labkit grade: --out {subs}/a.ipynb is a notebook; name a .csv file outside the submissions"),
+    (["--out", "{subs}/grades.csv"],
+     "labkit grade: --out {subs}/grades.csv is inside the submissions ({subs}); write the grades somewhere else"),
+    (["--out", "{tmp}/g.csv", "--feedback-dir", "{subs}/fb"],
+     "labkit grade: the feedback folder {subs}/fb is inside the submissions ({subs}); write the grades somewhere else"),
 ])
 def test_cli_refuses_bad_outputs_and_limits_in_one_line_before_grading(tmp_path, capsys, args, message):
     subs = tmp_path / "subs"
@@ -374,9 +406,9 @@ def test_bad_grading_options_are_rejected_before_anything_runs(tmp_path):
     with pytest.raises(ValueError, match="workers must be at least 1, got 0"):
         grade([path], out=tmp_path / "g.csv", lesson="01_feature_extraction", workers=0)
     with pytest.raises(ValueError, match="cell_timeout must be a positive number of seconds, got 0"):
-        grade_notebook(path, lesson="01_feature_extraction", cell_timeout=0)
+        grade_notebook(path, lesson="01_feature_extraction", settings=GradingSettings(cell_timeout=0))
     with pytest.raises(FileNotFoundError, match="checks file .*nope.py does not exist"):
-        grade_notebook(path, lesson="01_feature_extraction", checks_path=tmp_path / "nope.py")
+        grade_notebook(path, lesson="01_feature_extraction", settings=GradingSettings(checks_path=tmp_path / "nope.py"))
     with pytest.raises(ValueError, match="no submission names a known lesson in its metadata; pass the lesson"):
         grade([path], out=tmp_path / "g.csv")
     assert not (tmp_path / "g.csv").exists()
@@ -385,12 +417,18 @@ def test_bad_grading_options_are_rejected_before_anything_runs(tmp_path):
 def test_the_resume_fingerprint_covers_the_lesson_check_modules(tmp_path):
     from labkit.grading.loading import checks_sha
 
-    checks = tmp_path / "checks.py"
-    checks.write_text("# shared protocol\n")
-    (tmp_path / "checks_05.py").write_text("EXERCISES_05 = []\n")
+    checks = tmp_path / "exercises"  # a copy of the package: its __init__.py, the protocol, lesson modules
+    checks.mkdir()
+    (checks / "__init__.py").write_text("from . import lesson_05\n")
+    (checks / "protocol.py").write_text("# shared protocol\n")
+    (checks / "lesson_05.py").write_text("# lesson 05's exercises\n")
     (tmp_path / "notes.py").write_text("unrelated\n")
     before = checks_sha(checks)
+    assert checks_sha(checks / "__init__.py") == before  # the folder or its __init__.py: one package
     (tmp_path / "notes.py").write_text("still unrelated\n")
     assert checks_sha(checks) == before
-    (tmp_path / "checks_05.py").write_text("EXERCISES_05 = ['changed']\n")
+    (checks / "lesson_05.py").write_text("# lesson 05's exercises, one hidden case more\n")
     assert checks_sha(checks) != before  # a lesson module's edit regrades on --resume
+    changed = checks_sha(checks)
+    (checks / "protocol.py").write_text("# shared protocol, edited\n")
+    assert checks_sha(checks) != changed

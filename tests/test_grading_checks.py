@@ -13,20 +13,19 @@ import pytest
 import torch
 from torch import nn
 
-from labkit import replace_head
-from labkit import strategy
+from labkit import replace_head, strategy
 from labkit.grading import EXERCISES, LESSONS, CheckResult, check, exercises_for, run_check
-from labkit.grading import checks
-from labkit.grading.checks import run_judge, run_observe, tensor_from_json, tensor_to_json
+from labkit.grading import exercises as checks
+from labkit.grading.exercises import lesson_04, models, run_judge, run_observe, tensor_from_json, tensor_to_json
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
-import synthetic  # noqa: E402
+import synthetic
 
 
 def _answer(name: str):
     """The reference answer from the synthetic lessons, defined here."""
     namespace = {"torch": torch, "nn": nn}
-    exec(synthetic.answer_code(name), namespace)  # noqa: S102 - our own fixture code
+    exec(synthetic.answer_code(name), namespace)
     return namespace[name]
 
 
@@ -45,30 +44,36 @@ def test_registry_holds_the_exercises_of_the_contract_lesson_00_first():
         "05.reestimate_bn", "05.class_weights", "05.medical_policy",
         "06.lora_param_count", "06.merged_weight", "06.choose_adaptation",
     ]
-    assert LESSONS == ("00_pretrained_models", "01_feature_extraction", "02_first_layer_filters", "03_discriminative_lr",
-                       "04_choosing_a_strategy", "05_medical_domain_adaptation", "06_parameter_efficient_finetuning")
+    assert LESSONS == ("00_pretrained_models", "01_feature_extraction", "02_first_layer_filters",
+                       "03_discriminative_lr", "04_choosing_a_strategy", "05_medical_domain_adaptation",
+                       "06_parameter_efficient_finetuning")
     assert [e.name for e in exercises_for("04_choosing_a_strategy")] == ["choose_strategy", "scenario_answers"]
 
 
 def test_checks_loaded_by_path_load_the_lesson_modules_by_path_not_through_labkit(monkeypatch):
     import importlib.util
+    import os
     import types
 
     fake = types.ModuleType("fake")  # what a submission could plant under labkit's names
-    fake.EXERCISES_00, fake.Exercise = [], None
-    monkeypatch.setitem(sys.modules, "labkit.grading.checks_00", fake)
-    monkeypatch.setitem(sys.modules, "labkit.grading.checks", fake)
-    spec = importlib.util.spec_from_file_location("_labkit_checks_by_path", checks.__file__)
+    fake.EXERCISES, fake.Exercise, fake.exercise = {}, None, None
+    for name in ("protocol", "lesson_00", "models"):
+        monkeypatch.setitem(sys.modules, f"labkit.grading.exercises.{name}", fake)
+    monkeypatch.setitem(sys.modules, "labkit.grading.exercises", fake)
+    spec = importlib.util.spec_from_file_location("_labkit_checks_by_path", checks.__file__,
+                                                  submodule_search_locations=[os.path.dirname(checks.__file__)])
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
     try:
         spec.loader.exec_module(module)
         assert list(module.EXERCISES) == list(EXERCISES) and module.LESSONS == LESSONS
         head_info = module.EXERCISES["00.head_info"]
-        assert isinstance(head_info, module.Exercise) and head_info.judge.__module__ == "_labkit_checks_by_path.checks_00"
+        assert isinstance(head_info,
+                          module.Exercise) and head_info.judge.__module__ == "_labkit_checks_by_path.lesson_00"
         assert module.run_check("00.head_info", _answer("head_info")).status == "passed"
     finally:
-        sys.modules.pop("_labkit_checks_by_path.checks_00", None)
+        for name in [m for m in sys.modules if m.startswith("_labkit_checks_by_path.")]:
+            sys.modules.pop(name, None)
 
 
 def test_unknown_exercise_id_prints_the_valid_ids_without_a_traceback(capsys):
@@ -76,7 +81,8 @@ def test_unknown_exercise_id_prints_the_valid_ids_without_a_traceback(capsys):
     out = capsys.readouterr().out
     assert result.status == "error" and result.points == 0
     assert "unknown exercise '01.freeze_and_swp'. Did you mean '01.freeze_and_swap'?" in out
-    assert "The exercises are: 00.most_accurate_under, 00.head_info, 00.make_preprocessing, 01.freeze_and_swap" in out and "04.scenario_answers" in out
+    assert "The exercises are: 00.most_accurate_under, 00.head_info, 00.make_preprocessing, 01.freeze_and_swap" in out
+    assert "04.scenario_answers" in out
     assert "Traceback" not in out
     with pytest.raises(ValueError, match="unknown exercise '01.freeze_and_swp'.*Did you mean '01.freeze_and_swap'"):
         run_check("01.freeze_and_swp", lambda m, n: m)
@@ -121,7 +127,8 @@ def test_scenario_answers_not_attempted_names_the_answer_scenarios_function():
 
 
 def test_unknown_lesson_lists_the_lessons():
-    with pytest.raises(ValueError, match="unknown lesson '05_x': expected one of 00_pretrained_models, 01_feature_extraction"):
+    with pytest.raises(ValueError,
+                       match="unknown lesson '05_x': expected one of 00_pretrained_models, 01_feature_extraction"):
         exercises_for("05_x")
 
 
@@ -129,7 +136,7 @@ def test_unknown_lesson_lists_the_lessons():
 @pytest.mark.parametrize("exercise_id", [e for e in EXERCISES if not e.startswith("05.")])  # 05: test_check_variants_05
 def test_reference_answer_passes_public_and_hidden_cases(exercise_id):
     name = EXERCISES[exercise_id].name
-    obj = _answer(name) if name != "scenario_answers" else eval(synthetic.SCENARIOS.split("=", 1)[1])  # noqa: S307
+    obj = _answer(name) if name != "scenario_answers" else eval(synthetic.SCENARIOS.split("=", 1)[1])
     public = run_check(exercise_id, obj)
     hidden = run_check(exercise_id, obj, hidden=True)
     assert public.status == "passed", public
@@ -137,11 +144,12 @@ def test_reference_answer_passes_public_and_hidden_cases(exercise_id):
     assert (hidden.points, hidden.max_points) == (1.0, 1.0)
 
 
-@pytest.mark.parametrize("exercise_id", [e for e in EXERCISES if EXERCISES[e].kind == "function" and not e.startswith("05.")])
+@pytest.mark.parametrize("exercise_id",
+                         [e for e in EXERCISES if EXERCISES[e].kind == "function" and not e.startswith("05.")])
 def test_untouched_stub_is_not_attempted_without_a_traceback(exercise_id, capsys):
     name = EXERCISES[exercise_id].name
     namespace = {"torch": torch, "nn": nn}
-    exec(synthetic.stub_code(name), namespace)  # noqa: S102
+    exec(synthetic.stub_code(name), namespace)
     result = check(exercise_id, namespace[name])
     out = capsys.readouterr().out
     assert result.status == "not attempted" and result.points == 0
@@ -192,7 +200,8 @@ def test_public_check_never_runs_or_prints_hidden_cases(capsys):
 
 def test_hidden_failures_are_tagged_and_come_from_the_same_contract():
     def choose_strategy(n_images, domain_gap):  # right on every public point, wrong just off them
-        known = {(s["n_images"], s["domain_gap"]) for s in EXERCISES["04.choose_strategy"].cases(hidden=False, rng=random.Random())}
+        public = EXERCISES["04.choose_strategy"].cases(hidden=False, rng=random.Random())
+        known = {(s["n_images"], s["domain_gap"]) for s in public}
         return _answer("choose_strategy")(n_images, domain_gap) if (n_images, domain_gap) in known else "full_finetune"
 
     assert run_check("04.choose_strategy", choose_strategy).passed
@@ -246,7 +255,8 @@ def test_hang_that_catches_exception_is_still_stopped():
             except Exception:  # a learner's broad except cannot swallow the time limit
                 pass
 
-    assert "did not finish within 0.3 s" in _failed_lines(run_check("04.choose_strategy", choose_strategy, time_limit=0.3))
+    failed = _failed_lines(run_check("04.choose_strategy", choose_strategy, time_limit=0.3))
+    assert "did not finish within 0.3 s" in failed
 
 
 def test_bare_except_around_a_slow_call_cannot_swallow_the_time_limit():
@@ -267,7 +277,8 @@ def test_time_limit_covers_the_whole_check_not_each_call():
         time.sleep(0.05)
         return _answer("choose_strategy")(n, gap)
 
-    assert "did not finish within 0.3 s" in _failed_lines(run_check("04.choose_strategy", choose_strategy, time_limit=0.3))
+    failed = _failed_lines(run_check("04.choose_strategy", choose_strategy, time_limit=0.3))
+    assert "did not finish within 0.3 s" in failed
 
 
 def test_time_limit_still_fails_a_slow_check_outside_the_main_thread():
@@ -276,7 +287,8 @@ def test_time_limit_still_fails_a_slow_check_outside_the_main_thread():
         return _answer("choose_strategy")(n, gap)
 
     out = []
-    worker = threading.Thread(target=lambda: out.append(run_check("04.choose_strategy", choose_strategy, time_limit=0.2)))
+    worker = threading.Thread(
+        target=lambda: out.append(run_check("04.choose_strategy", choose_strategy, time_limit=0.2)))
     worker.start()
     worker.join()
     assert "did not finish within 0.2 s" in _failed_lines(out[0])
@@ -312,7 +324,8 @@ def test_freeze_and_swap_wrong_out_size_and_missing_return():
         model.fc = nn.Linear(model.fc.in_features, num_classes + 1)
         return model
 
-    assert "gives 11 scores per image; expected num_classes = 10" in _failed_lines(run_check("01.freeze_and_swap", off_by_one))
+    failed = _failed_lines(run_check("01.freeze_and_swap", off_by_one))
+    assert "gives 11 scores per image; expected num_classes = 10" in failed
 
     def no_return(model, num_classes):
         off_by_one(model, num_classes - 1)
@@ -339,7 +352,8 @@ def test_freeze_and_swap_wrong_in_size_is_caught():
         model.fc = nn.Linear(100, num_classes)
         return model
 
-    assert "the new head takes 100 features, but the backbone of ResNet-18 gives 512 at `fc`" in _failed_lines(run_check("01.freeze_and_swap", freeze_and_swap))
+    failed = _failed_lines(run_check("01.freeze_and_swap", freeze_and_swap))
+    assert "the new head takes 100 features, but the backbone of ResNet-18 gives 512 at `fc`" in failed
 
 
 # --- 01.make_head_optimizer / 01.count_parameters --------------------------------------------
@@ -350,9 +364,11 @@ def test_optimizer_over_all_parameters_names_the_frozen_count():
 
 
 def test_optimizer_with_fixed_lr_and_head_only_answers_fail():
-    fixed = run_check("01.make_head_optimizer", lambda model, lr: torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01))
+    fixed = run_check("01.make_head_optimizer", lambda model,
+                      lr: torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01))
     assert "param group 0 has lr 0.01 for lr=0.003" in _failed_lines(fixed)
-    head_only = _failed_lines(run_check("01.make_head_optimizer", lambda model, lr: torch.optim.SGD(model.fc.parameters(), lr=lr)))
+    head_only = _failed_lines(run_check("01.make_head_optimizer",
+                                        lambda model, lr: torch.optim.SGD(model.fc.parameters(), lr=lr)))
     assert "✘ your optimizer is missing 15 trainable tensors (e.g. layer4.0.conv1.weight)" in head_only
     assert "other layers may be unfrozen too" in head_only
 
@@ -383,7 +399,8 @@ def test_first_conv_weight_sharing_memory_or_grad_is_caught():
     def attached(model):
         return next(m for m in model.modules() if isinstance(m, nn.Conv2d)).weight
 
-    assert "changing your result changed the model's `conv1.weight`: they share memory" in _failed_lines(run_check("02.first_conv_weight", shares))
+    failed = _failed_lines(run_check("02.first_conv_weight", shares))
+    assert "changing your result changed the model's `conv1.weight`: they share memory" in failed
     assert "still requires grad" in _failed_lines(run_check("02.first_conv_weight", attached))
 
 
@@ -412,7 +429,8 @@ def test_to_display_mistakes_get_specific_hints():
     assert "scales all filters together" in _failed_lines(run_check("02.to_display", together))
     assert "the color channels are not moved last" in _failed_lines(run_check("02.to_display", no_permute))
     assert "right values in the wrong places" in _failed_lines(run_check("02.to_display", reshaped))
-    assert "NaN values for a constant filter (division by zero)" in _failed_lines(run_check("02.to_display", divides_by_zero))
+    failed = _failed_lines(run_check("02.to_display", divides_by_zero))
+    assert "NaN values for a constant filter (division by zero)" in failed
     assert "changed its input" in _failed_lines(run_check("02.to_display", in_place))
 
 
@@ -434,8 +452,10 @@ def test_make_param_groups_mistakes_get_specific_hints():
     def five(model, base_lr, decay):
         return ref(model, base_lr, decay)[1:]
 
-    assert "2 parameters of ResNet-18 are in no group (e.g. bn1.weight)" in _failed_lines(run_check("03.make_param_groups", no_bn1))
-    assert "the stem has the highest lr and fc the lowest" in _failed_lines(run_check("03.make_param_groups", reversed_lrs))
+    failed = _failed_lines(run_check("03.make_param_groups", no_bn1))
+    assert "2 parameters of ResNet-18 are in no group (e.g. bn1.weight)" in failed
+    failed = _failed_lines(run_check("03.make_param_groups", reversed_lrs))
+    assert "the stem has the highest lr and fc the lowest" in failed
     lines = _failed_lines(run_check("03.make_param_groups", five))
     assert "returned 5 groups; expected 6" in lines and "the stem (conv1 and bn1) needs a group of its own" in lines
 
@@ -468,11 +488,12 @@ def test_choose_strategy_boundaries_are_public():
     lines = _failed_lines(run_check("04.choose_strategy", off_by_boundary))
     assert "✘ choose_strategy(9_999, 0.5) returned 'feature_extraction', which is not the best fit" in lines
     assert "a gap of 0.5 is distant (distant: 0.5 or more)" in lines
-    assert "returned 'fine_tune'; expected one of" in _failed_lines(run_check("04.choose_strategy", lambda n, g: "fine_tune"))
+    failed = _failed_lines(run_check("04.choose_strategy", lambda n, g: "fine_tune"))
+    assert "returned 'fine_tune'; expected one of" in failed
 
 
 def test_scenario_answers_lists_every_wrong_scenario_without_the_answer():
-    answers = eval(synthetic.SCENARIOS.split("=", 1)[1])  # noqa: S307
+    answers = eval(synthetic.SCENARIOS.split("=", 1)[1])
     answers["satellite"] = ("feature_extraction", "update")
     result = run_check("04.scenario_answers", answers)
     lines = _failed_lines(result)
@@ -500,7 +521,7 @@ def test_cases_are_json_public_ones_fixed_hidden_ones_drawn_from_the_rng(exercis
 @pytest.mark.parametrize("exercise_id", list(EXERCISES))
 def test_observations_are_json_and_judging_them_gives_the_same_result_as_run_check(exercise_id):
     name = EXERCISES[exercise_id].name
-    obj = _answer(name) if name != "scenario_answers" else eval(synthetic.SCENARIOS.split("=", 1)[1])  # noqa: S307
+    obj = _answer(name) if name != "scenario_answers" else eval(synthetic.SCENARIOS.split("=", 1)[1])
     specs = EXERCISES[exercise_id].cases(hidden=False, rng=random.Random(0))
     observations = run_observe(exercise_id, obj, specs)
     text = json.dumps(observations, allow_nan=False)  # strict JSON: what the sandbox hands over
@@ -512,9 +533,12 @@ def test_observations_are_json_and_judging_them_gives_the_same_result_as_run_che
 def test_malformed_observations_fail_the_case_instead_of_crashing(exercise_id):
     specs = EXERCISES[exercise_id].cases(hidden=False, rng=random.Random(0))[:1]
     junk = [
-        None, [], {}, {"type": 5}, {"items": "x", "length": 2}, {"is_tensor": True, "tensor": {"shape": [10**9], "dtype": "float32", "data": []}},
-        {"returned": "same", "params": [{"name": None, "was": 3}], "forward": {"shape": "x"}}, {"groups": [1, 2], "is_list": True},
-        {"is_optimizer": True, "groups": [{"params": [None]}]}, {"value": {"a": 1}}, {"timed_out": True, "limit": "soon"},
+        None, [], {}, {"type": 5}, {"items": "x", "length": 2},
+        {"is_tensor": True, "tensor": {"shape": [10**9], "dtype": "float32", "data": []}},
+        {"returned": "same", "params": [{"name": None, "was": 3}], "forward": {"shape": "x"}},
+        {"groups": [1, 2], "is_list": True},
+        {"is_optimizer": True, "groups": [{"params": [None]}]}, {"value": {"a": 1}},
+        {"timed_out": True, "limit": "soon"},
     ]
     for observation in junk:
         result = run_judge(exercise_id, specs, [observation])
@@ -538,36 +562,70 @@ def test_tensor_json_round_trip_keeps_shape_dtype_and_non_finite_values():
 def test_a_spec_rebuilds_bit_identical_weights_in_another_process():
     spec = {"arch": "bn_first", "seed": 403}
     code = (
-        "import json, sys; from labkit.grading import checks; "
-        "m = checks._setup_model(json.loads(sys.argv[1])); "
-        "print(json.dumps([checks.tensor_to_json(p) for p in m.parameters()]))"
+        "import json, sys; from labkit.grading.exercises import models, tensor_to_json; "
+        "m = models.build_model(json.loads(sys.argv[1])); "
+        "print(json.dumps([tensor_to_json(p) for p in m.parameters()]))"
     )
-    out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True, check=True).stdout
-    here = [tensor_to_json(p) for p in checks._setup_model(spec).parameters()]
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(spec)], capture_output=True, text=True,
+                         check=True).stdout
+    here = [tensor_to_json(p) for p in models.build_model(spec).parameters()]
     assert json.loads(out) == here
 
 
-# --- the grader's copy of the strategy rule (issue 10) -------------------------------------------
-def test_grader_copy_of_the_strategy_rule_matches_labkit_strategy():
-    assert checks._STRATEGIES == strategy.STRATEGIES
-    assert (checks._SMALL_DATA, checks._DISTANT_GAP) == (strategy.SMALL_DATA, strategy.DISTANT_GAP)
+# --- the strategy rule: the judge reads labkit.strategy (issue 10) ------------------------------
+def test_grader_judges_with_labkit_strategy_s_rule_on_both_sides_of_each_threshold():
+    assert lesson_04._rule() is strategy  # no copy of the rule: the judge reads labkit.strategy
     sizes = [1, 2, 299, 300, 2_000, 9_998, 9_999, 10_000, 10_001, 50_000, 999_999, 1_000_000, 5_000_000]
     gaps = [0, 0.0, 0.1, 0.49, 0.4999999, 0.5, 0.5000001, 0.51, 0.79, 0.8, 0.95, 1, 1.0]
     for n in sizes:
         for gap in gaps:
-            assert checks._expected_strategy(n, gap) == strategy.choose_strategy(n, gap), (n, gap)
-            assert checks._expected_bn(n, gap) == strategy.bn_advice(n, gap), (n, gap)
-    for n, gap in checks._STRATEGY_POINTS:
-        assert checks._expected_strategy(n, gap) == strategy.choose_strategy(n, gap)
+            spec = {"n_images": n, "domain_gap": gap}
+            right = strategy.choose_strategy(n, gap)
+            for answer in strategy.STRATEGIES:
+                obs = run_observe("04.choose_strategy", lambda n_images, domain_gap, a=answer: a, [spec])
+                assert run_judge("04.choose_strategy", [spec], obs).passed == (answer == right), (n, gap, answer)
+    public = EXERCISES["04.choose_strategy"].cases(hidden=False, rng=random.Random(0))
+    points = {(s["n_images"], s["domain_gap"]) for s in public}
+    small, distant = strategy.SMALL_DATA, strategy.DISTANT_GAP
+    assert {small - 1, small, small + 1} <= {n for n, _ in points} and distant in {g for _, g in points}
 
 
 def test_grader_scenario_answers_are_what_labkit_strategy_advises():
-    for key, ((n, gap), facts) in checks._SCENARIOS.items():
+    for key, ((n, gap), facts) in lesson_04._SCENARIOS.items():
         advice = strategy.advise(n, gap)
-        answer = (checks._expected_strategy(n, gap), checks._expected_bn(n, gap))
+        answer = (strategy.choose_strategy(n, gap), strategy.bn_advice(n, gap))
         assert answer == (advice.strategy, advice.bn), key
         assert f"{n:,}" in facts or "million" in facts
-    reference = eval(synthetic.SCENARIOS.split("=", 1)[1])  # noqa: S307
+    reference = eval(synthetic.SCENARIOS.split("=", 1)[1])
     assert {k: tuple(v) for k, v in reference.items()} == {
-        k: (strategy.choose_strategy(n, g), strategy.bn_advice(n, g)) for k, ((n, g), _f) in checks._SCENARIOS.items()
+        k: (strategy.choose_strategy(n, g), strategy.bn_advice(n, g))
+        for k, ((n, g), _f) in lesson_04._SCENARIOS.items()
     }
+
+
+# --- the package: one registry, loaded by path as a whole folder ------------------------------------
+def test_the_registry_refuses_a_duplicate_exercise_id():
+    from labkit.grading.exercises.protocol import register
+
+    with pytest.raises(ValueError, match="id '01.freeze_and_swap' is registered twice .*expected one @exercise"):
+        register(EXERCISES["01.freeze_and_swap"])
+    assert list(EXERCISES).count("01.freeze_and_swap") == 1
+
+
+def test_a_private_copy_loads_from_its_folder_or_its_init_and_a_single_file_is_refused(tmp_path):
+    import shutil
+
+    from labkit.grading.loading import CHECKS_PATH, checks_sha, load_checks
+
+    copy = tmp_path / "exercises"
+    shutil.copytree(CHECKS_PATH.parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    module = load_checks(copy)
+    assert load_checks(copy / "__init__.py") is module and module is not checks
+    assert module.EXERCISES["05.class_weights"].judge.__module__ == f"{module.__name__}.lesson_05"
+    assert module.run_check("04.choose_strategy", _answer("choose_strategy")).passed
+    assert checks_sha(copy) == checks_sha(None)
+    with pytest.raises(ValueError, match="is a single file; .*start your private copy from the installed "
+                                         "labkit/grading/exercises/"):
+        load_checks(copy / "protocol.py")
+    with pytest.raises(FileNotFoundError, match="start your private copy from the installed labkit/grading/exercises/"):
+        load_checks(tmp_path / "missing")

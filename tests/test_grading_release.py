@@ -14,7 +14,7 @@ from labkit.grading.markers import MarkerError, strip_hidden_tests, strip_soluti
 from labkit.grading.release import release, release_notebook, render_student
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
-import synthetic  # noqa: E402
+import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = list(synthetic.LESSON_EXERCISES)
@@ -52,7 +52,8 @@ def test_hidden_tests_are_removed_with_their_markers():
     [
         ("### BEGIN SOLUTION\nx = 1\n", "line 1: BEGIN SOLUTION has no END SOLUTION after it"),
         ("x = 1\n### END SOLUTION\n", "line 2: END SOLUTION without a BEGIN SOLUTION before it"),
-        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n", "line 2: BEGIN SOLUTION inside the BEGIN SOLUTION of line 1"),
+        ("### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION\n",
+         "line 2: BEGIN SOLUTION inside the BEGIN SOLUTION of line 1"),
     ],
 )
 def test_unbalanced_markers_raise_with_the_line(source, message):
@@ -77,7 +78,8 @@ def test_student_version_hides_solutions_and_hidden_tests_and_clears_exercise_ou
     assert "assert count_parameters(nn.Linear(2, 3))" not in text  # hidden test cell dropped
     assert len(student.cells) == len(solution.cells) - 1
     stub = next(c for c in student.cells if c.source.startswith("def freeze_and_swap"))
-    assert stub.source == "def freeze_and_swap(model, num_classes):\n    # YOUR CODE HERE\n    raise NotImplementedError()\n    return model\n"
+    assert stub.source == ("def freeze_and_swap(model, num_classes):\n    # YOUR CODE HERE\n"
+                           "    raise NotImplementedError()\n    return model\n")
     checks = [c for c in student.cells if c.cell_type == "code" and c.source.startswith("check(")]
     assert len(checks) == 3 and all(c.outputs == [] and c.execution_count is None for c in checks)
     kept = next(c for c in student.cells if c.source.startswith("print(count_parameters"))

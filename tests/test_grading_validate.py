@@ -14,7 +14,7 @@ from labkit.grading.release import release
 from labkit.grading.validate import validate
 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
-import synthetic  # noqa: E402
+import synthetic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,8 @@ def _fake_grades(scores: dict[str, tuple[float, str]]):
 
     def fake(path, *, lesson, **kwargs):
         points, status = scores[Path(path).parent.name]
-        rows = [ExerciseGrade(ex_id, status, points, 1.0, [f"✘ made up for {ex_id}"] if status != "passed" else ["✔ ok"])
+        rows = [ExerciseGrade(ex_id, status, points, 1.0,
+                              [f"✘ made up for {ex_id}"] if status != "passed" else ["✔ ok"])
                 for ex_id, _ in synthetic.LESSON_EXERCISES[lesson]]
         return SubmissionGrade(str(path), str(path), lesson, rows)
 
@@ -48,19 +49,24 @@ def _fake_grades(scores: dict[str, tuple[float, str]]):
 def test_validate_fails_when_a_solution_does_not_pass(tmp_path, monkeypatch):
     synthetic.write_solutions(tmp_path / "solutions", ["03_discriminative_lr"])
     release(tmp_path / "solutions", tmp_path / "notebooks")
-    monkeypatch.setattr(validate_module, "grade_notebook", _fake_grades({"solutions": (0.0, "failed"), "notebooks": (0.0, "not attempted")}))
+    monkeypatch.setattr(validate_module, "grade_notebook", _fake_grades({"solutions": (0.0, "failed"),
+                                                                         "notebooks": (0.0, "not attempted")}))
     report = validate(tmp_path / "solutions", tmp_path / "notebooks", progress=False)
     assert not report.ok
-    assert f"✘ {tmp_path / 'solutions' / '03_discriminative_lr.ipynb'}: 03.make_param_groups is failed, expected passed: ✘ made up for 03.make_param_groups" in report.lines
+    solution = tmp_path / "solutions" / "03_discriminative_lr.ipynb"
+    assert (f"✘ {solution}: 03.make_param_groups is failed, expected passed: ✘ made up for 03.make_param_groups"
+            in report.lines)
 
 
 def test_validate_fails_when_an_untouched_student_notebook_scores(tmp_path, monkeypatch):
     synthetic.write_solutions(tmp_path / "solutions", ["03_discriminative_lr"])
     release(tmp_path / "solutions", tmp_path / "notebooks")
-    monkeypatch.setattr(validate_module, "grade_notebook", _fake_grades({"solutions": (1.0, "passed"), "notebooks": (1.0, "passed")}))
+    monkeypatch.setattr(validate_module, "grade_notebook", _fake_grades({"solutions": (1.0, "passed"),
+                                                                         "notebooks": (1.0, "passed")}))
     report = validate(tmp_path / "solutions", tmp_path / "notebooks", progress=False)
     assert not report.ok
-    assert f"✘ {tmp_path / 'notebooks' / '03_discriminative_lr.ipynb'}: 03.conv1_drift scores 1 untouched; its stub must not pass" in report.lines
+    student = tmp_path / "notebooks" / "03_discriminative_lr.ipynb"
+    assert f"✘ {student}: 03.conv1_drift scores 1 untouched; its stub must not pass" in report.lines
 
 
 def test_validate_flags_stale_notebooks_missing_checks_and_bad_metadata(tmp_path, monkeypatch):
@@ -74,7 +80,8 @@ def test_validate_flags_stale_notebooks_missing_checks_and_bad_metadata(tmp_path
     nb = nbformat.read(bad, as_version=4)
     nb.metadata["labkit"]["lesson"] = "04_choosing"
     nbformat.write(nb, bad)
-    monkeypatch.setattr(validate_module, "grade_notebook", _fake_grades({"solutions": (1.0, "passed"), "notebooks": (0.0, "not attempted")}))
+    monkeypatch.setattr(validate_module, "grade_notebook", _fake_grades({"solutions": (1.0, "passed"),
+                                                                         "notebooks": (0.0, "not attempted")}))
     report = validate(tmp_path / "solutions", tmp_path / "notebooks", progress=False)
     text = str(report)
     assert not report.ok
@@ -117,16 +124,18 @@ def _grades_from_committed_outputs(real_grade):
 def test_validate_real_lessons(capsys, monkeypatch):
     if not list((ROOT / "solutions").glob("*.ipynb")):
         pytest.skip("solutions/ has no lesson notebooks yet: nothing to validate")
-    monkeypatch.setattr(validate_module, "grade_notebook", _grades_from_committed_outputs(validate_module.grade_notebook))
+    monkeypatch.setattr(validate_module, "grade_notebook",
+                        _grades_from_committed_outputs(validate_module.grade_notebook))
     # Student notebooks run as a quick structure pass: every cell, every stub, every exercise
     # judged, with fewer seeds and epochs in the measurements (their full-size run is nbval's,
     # on the solutions, in the same test command).
-    status = validate_main(["--solutions", str(ROOT / "solutions"), "--notebooks", str(ROOT / "notebooks"), "--workers", "2",
-                            "--no-progress", "--quick"])
+    status = validate_main(["--solutions", str(ROOT / "solutions"), "--notebooks", str(ROOT / "notebooks"),
+                            "--workers", "2", "--no-progress", "--quick"])
     out = capsys.readouterr().out
     assert status == 0, out
     assert "quick structure pass (LABKIT_QUICK=1)" in out
-    assert out.count("every exercise passes") == out.count("untouched (") == len(list((ROOT / "solutions").glob("*.ipynb")))
+    solutions = len(list((ROOT / "solutions").glob("*.ipynb")))
+    assert out.count("every exercise passes") == out.count("untouched (") == solutions
 
 
 def test_validate_reads_typed_run_events_not_note_text(tmp_path, monkeypatch):
@@ -146,5 +155,6 @@ def test_validate_reads_typed_run_events_not_note_text(tmp_path, monkeypatch):
     monkeypatch.setattr(validate_module, "grade_notebook", with_events)
     report = validate(tmp_path / "solutions", tmp_path / "notebooks", progress=False)
     assert not report.ok
-    assert f"✘ {tmp_path / 'solutions' / '03_discriminative_lr.ipynb'}: cell 4 raised ValueError: bad shape" in report.lines
+    solution = tmp_path / "solutions" / "03_discriminative_lr.ipynb"
+    assert f"✘ {solution}: cell 4 raised ValueError: bad shape" in report.lines
     assert f"✔ {tmp_path / 'notebooks' / '03_discriminative_lr.ipynb'}: 0/2 untouched (not attempted)" in report.lines

@@ -1,11 +1,10 @@
 import pytest
 import torch
+from helpers import FAMILIES, build, logits
 from torch import nn
 
 from labkit import freeze, get_head, replace_head, stages
 from labkit.freeze import frozen_guard
-
-from helpers import FAMILIES, build, logits
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -29,5 +29,6 @@ def test_no_module_imports_another_modules_private_names():
 
 def test_the_private_import_check_finds_one(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("from labkit.heads import _secret\nfrom labkit._env import setting\nfrom labkit.build._draw import grid\n")
+    bad.write_text("from labkit.heads import _secret\nfrom labkit._env import setting\n"
+                   "from labkit.build._draw import grid\n")
     assert _private_imports(bad, root=tmp_path) == ["bad.py:1 from labkit.heads import _secret"]

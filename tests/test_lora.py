@@ -18,7 +18,7 @@ from labkit.lora import (
 )
 
 peft = pytest.importorskip("peft")
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402 - only after the skip above
 
 
 def _tiny_vit(num_classes: int = 3) -> nn.Module:
@@ -35,7 +35,8 @@ def _mobilenet(num_classes: int = 4) -> nn.Module:
 
 
 def _wrap(model: nn.Module, r: int = 2, **kw) -> nn.Module:
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=lora_targets(model, **kw), modules_to_save=[head_name(model)])
+    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=lora_targets(model, **kw),
+                        modules_to_save=[head_name(model)])
     return get_peft_model(model, config)
 
 
@@ -140,7 +141,8 @@ def test_held_batchnorm_keeps_its_statistics_while_lora_trains():
 def test_batchnorm_with_a_trainable_parameter_is_left_alone():
     model = _mobilenet()
     bn_name = next(n for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d))
-    pm = get_peft_model(model, LoraConfig(r=2, target_modules=lora_targets(model), modules_to_save=[bn_name, "classifier.3"]))
+    pm = get_peft_model(model, LoraConfig(r=2, target_modules=lora_targets(model),
+                                          modules_to_save=[bn_name, "classifier.3"]))
     hold_frozen_batchnorm(pm)
     pm.train()
     saved = next(m for n, m in pm.named_modules() if n.endswith(f"{bn_name}.modules_to_save.default"))

@@ -6,12 +6,11 @@ import io
 import numpy as np
 import pytest
 import torch
-import torchvision
 from PIL import Image
 
-from labkit.build import medical as build
 from labkit.data import DatasetUnavailableError, get_bundled_dataset, make_eval_transform
-from labkit.medical import compute_outputs, dihedral, load_medmnist, load_tensors, split_model, stain_jitter
+from labkit.medical import dihedral, load_medmnist, load_tensors, stain_jitter
+from tools import make_slides as build
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +27,9 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("split,cls,i", [("train", "neutrophil", 0), ("train", "eosinophil", 49), ("val", "monocyte", 7),
-                                         ("scanner_b/unlabelled", "lymphocyte", 3), ("scanner_b/val", "eosinophil", 49)])
+@pytest.mark.parametrize("split,cls,i", [
+    ("train", "neutrophil", 0), ("train", "eosinophil", 49), ("val", "monocyte", 7),
+    ("scanner_b/unlabelled", "lymphocyte", 3), ("scanner_b/val", "eosinophil", 49)])
 def test_bundled_slides_regenerate_byte_for_byte(split, cls, i):
     root = get_bundled_dataset("slides")
     arr = build.render_slide(cls, 100_000 * build._SPLIT_SEED[split] + i, scanner=build._SCANNER_OF[split])
@@ -79,28 +79,6 @@ def test_medmnist_offline_fails_at_once_naming_the_bundled_slides(monkeypatch, t
         load_medmnist("chestmnist3")
     with pytest.raises(ValueError, match="size 28, 64, 128 or 224"):
         load_medmnist("pathmnist", size=32)
-
-
-def test_split_model_halves_compose_to_the_model_and_share_its_layers():
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
-    x = torch.randn(2, 3, 32, 32)
-    for at in ("layer2", "layer4", "fc"):
-        bottom, top = split_model(model, at=at)
-        torch.testing.assert_close(top(bottom(x)), model(x))
-    _, top = split_model(model, at="layer4")
-    assert top[0] is model.layer4 and top[-1] is model.fc
-    with pytest.raises(ValueError, match="at must be one of the stages"):
-        split_model(model, at="conv1")
-    with pytest.raises(ValueError, match="stages"):
-        split_model(torch.nn.Linear(2, 2), at="fc")
-
-
-def test_compute_outputs_restores_modes():
-    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.9)).train()
-    x = torch.randn(5, 3)
-    torch.testing.assert_close(compute_outputs(net, x, batch_size=2), net[0](x).detach())
-    assert net.training
 
 
 def test_dihedral_gives_the_eight_distinct_symmetries():

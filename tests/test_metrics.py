@@ -7,8 +7,15 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
-from labkit.metrics import (class_counts, class_report, class_weights, confusion_matrix, plot_confusion_matrix,
-                            predict, sample_weights)
+from labkit.metrics import (
+    class_counts,
+    class_report,
+    class_weights,
+    confusion_matrix,
+    plot_confusion_matrix,
+    predict,
+    sample_weights,
+)
 
 
 def test_class_weights_balance_the_total_weight_of_each_class():

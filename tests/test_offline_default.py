@@ -5,8 +5,8 @@ import pytest
 import torch
 
 import labkit.models as models
-from labkit.build.rehearse import write_stand_in_checkpoint
 from labkit.models import BackboneUnavailableError, load_backbone
+from tools.rehearse import write_stand_in_checkpoint
 
 
 @pytest.fixture

@@ -1,15 +1,15 @@
 import pytest
 import torch
+from helpers import build
 from torch import nn
 
 from labkit import check_optimizer, freeze, gradual_unfreeze, param_groups, replace_head, unfreeze
 
-from helpers import build
-
 
 def test_resnet50_gets_the_six_reference_learning_rates():
     groups = param_groups(build("resnet50"), base_lr=1e-3, decay=0.3)
-    assert [f"{g['lr']:.2e}" for g in groups] == ["2.43e-06", "8.10e-06", "2.70e-05", "9.00e-05", "3.00e-04", "1.00e-03"]
+    assert [f"{g['lr']:.2e}" for g in groups] == [
+        "2.43e-06", "8.10e-06", "2.70e-05", "9.00e-05", "3.00e-04", "1.00e-03"]
     assert [g["name"] for g in groups] == ["stem", "layer1", "layer2", "layer3", "layer4", "fc"]
 
 

@@ -2,7 +2,14 @@ import matplotlib.pyplot as plt
 import pytest
 
 from labkit.strategy import (
-    ALL_STRATEGIES, STRATEGIES, STRATEGY_TABLE, advise, apply_strategy, bn_advice, choose_strategy, plot_plane,
+    ALL_STRATEGIES,
+    STRATEGIES,
+    STRATEGY_TABLE,
+    advise,
+    apply_strategy,
+    bn_advice,
+    choose_strategy,
+    plot_plane,
     strategy_table,
 )
 
@@ -91,13 +98,16 @@ def test_apply_strategy_rejects_unknown_names_and_a_faster_thawed_rate():
         apply_strategy(model, "partial_finetune", num_classes=2, lr=1e-2, thawed_lr_factor=2.0)
 
 
-# --------------------------------------------------------------------------- cutting a model, measuring the gap
+# --------------------------------------------------------------------------- measuring the gap
 import torch  # noqa: E402
 import torchvision  # noqa: E402
 
-from labkit.freeze import freeze_to  # noqa: E402
 from labkit.strategy import (  # noqa: E402
-    DomainGap, batchnorm_shift, choose_partial_from, compute_outputs, measure_domain_gap, reference_photos, split_model,
+    DomainGap,
+    batchnorm_shift,
+    choose_partial_from,
+    measure_domain_gap,
+    reference_photos,
 )
 
 
@@ -106,64 +116,6 @@ def _lite0():
 
     torch.manual_seed(0)
     return build_efficientnet_lite0(4).eval()
-
-
-@pytest.mark.parametrize("builder,at", [
-    (lambda: torchvision.models.resnet18(weights=None, num_classes=3), "layer3"),
-    (lambda: torchvision.models.resnet18(weights=None, num_classes=3), "fc"),
-    (lambda: torchvision.models.mobilenet_v3_small(weights=None, num_classes=3), -3),
-    (_lite0, "blocks.6"),
-    (_lite0, "conv_head"),
-    (_lite0, "stem"),
-])
-def test_split_model_halves_compute_the_model_on_resnet_mobilenet_and_efficientnet(builder, at):
-    torch.manual_seed(0)
-    model = builder().eval()
-    x = torch.randn(2, 3, 48, 48)
-    bottom, top = split_model(model, at=at)
-    torch.testing.assert_close(top(bottom(x)), model(x), rtol=1e-4, atol=1e-4)
-
-
-def test_split_model_top_shares_the_models_layers_so_training_it_trains_the_model():
-    model = _lite0()
-    freeze_to(model, "blocks.6")
-    bottom, top = split_model(model, at="blocks.6")
-    assert top[0] is model.blocks[6] and top[-1] is model.classifier
-    assert not any(p.requires_grad for p in bottom.parameters())
-    before = model.blocks[6][0].conv_pw.weight.clone()
-    opt = torch.optim.SGD([p for p in top.parameters() if p.requires_grad], lr=0.1)
-    feats = compute_outputs(bottom, torch.randn(4, 3, 48, 48))
-    torch.nn.functional.cross_entropy(top.train()(feats), torch.tensor([0, 1, 2, 3])).backward()
-    opt.step()
-    assert not torch.equal(model.blocks[6][0].conv_pw.weight, before)
-
-
-def test_split_model_refuses_models_whose_forward_is_not_a_sequence():
-    with pytest.raises(TypeError, match="bare parameter"):
-        split_model(torchvision.models.vit_b_16(weights=None), at=-2)
-    with pytest.raises(TypeError, match="does not compute its forward"):
-        split_model(torchvision.models.densenet121(weights=None), at=-2)
-
-
-@pytest.mark.parametrize("at,err,match", [
-    ("conv1", ValueError, "at must be one of the stages"),
-    (9, ValueError, "out of range"),
-    (1.5, TypeError, "stage name or index"),
-])
-def test_split_model_rejects_a_stage_it_does_not_have(at, err, match):
-    with pytest.raises(err, match=match):
-        split_model(torchvision.models.resnet18(weights=None), at=at)
-
-
-def test_compute_outputs_runs_in_eval_and_restores_modes():
-    net = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.9)).train()
-    x = torch.randn(5, 3)
-    torch.testing.assert_close(compute_outputs(net, x, batch_size=2), net[0](x).detach())
-    assert net.training
-    with pytest.raises(ValueError, match="positive int batch_size"):
-        compute_outputs(net, x, batch_size=0)
-    with pytest.raises(TypeError, match="image tensor"):
-        compute_outputs(net, [x])
 
 
 def test_choose_partial_from_thaws_a_quarter_of_the_body_on_any_network():

@@ -10,19 +10,12 @@ from matplotlib.figure import Figure
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from labkit._env import progress_enabled
+from labkit.device import loader_kwargs, resolve_amp, resolve_device
 from labkit.freeze import freeze, frozen_guard
 from labkit.heads import replace_head
-from labkit.train import (
-    History,
-    evaluate,
-    fit,
-    loader_kwargs,
-    progress_enabled,
-    resolve_amp,
-    resolve_device,
-    seed_everything,
-)
-
+from labkit.seed import seed_everything
+from labkit.train import History, evaluate, fit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -407,7 +400,7 @@ def test_peak_memory_sees_an_allocation_and_forgets_it_after_reset():
     # sits far above a 256 MB allocation, which made this check depend on test order.
     code = """
 import torch
-from labkit.train import PeakMemory
+from labkit.measure import PeakMemory
 tracker = PeakMemory("cpu")
 tracker.start()
 big = torch.ones(64 * 2**20 // 4 * 4)  # 256 MB

@@ -11,7 +11,7 @@ from labkit.zoo import (
     HIGHLIGHT,
     Latency,
     family_of,
-    format_table,
+    format_zoo,
     measure_latency,
     plot_zoo,
     preprocessing_table,
@@ -59,19 +59,20 @@ def test_family_of_names_the_family_most_specific_prefix_first():
         family_of(3)
 
 
-def test_format_table_sorts_limits_and_picks_columns():
-    rows = [{"name": "a", "acc@1": 70.0, "n": 1}, {"name": "b", "acc@1": 80.25, "n": 2}, {"name": "c", "acc@1": 75.0, "n": 3}]
-    text = format_table(rows, columns=["name", "acc@1"], sort_by="acc@1", limit=2)
+def test_format_zoo_sorts_limits_and_picks_columns():
+    rows = [{"name": "a", "acc@1": 70.0, "n": 1}, {"name": "b", "acc@1": 80.25, "n": 2},
+            {"name": "c", "acc@1": 75.0, "n": 3}]
+    text = format_zoo(rows, columns=["name", "acc@1"], sort_by="acc@1", limit=2)
     lines = text.splitlines()
     assert lines[0].split() == ["name", "acc@1"]
     assert [line.split()[0] for line in lines[2:]] == ["b", "c"]
     assert "80.2" in lines[2] or "80.3" in lines[2]
     assert [r["name"] for r in rows] == ["a", "b", "c"]  # input untouched
     with pytest.raises(KeyError, match="not in the rows"):
-        format_table(rows, columns=["nope"])
+        format_zoo(rows, columns=["nope"])
     with pytest.raises(KeyError, match="sort_by"):
-        format_table(rows, sort_by="nope")
-    assert format_table([]) == "(no rows)"
+        format_zoo(rows, sort_by="nope")
+    assert format_zoo([]) == "(no rows)"
 
 
 def test_plot_zoo_highlights_the_three_families_and_leaves_rows_unchanged():
@@ -95,7 +96,8 @@ def test_plot_zoo_says_what_it_needs():
 
 
 def test_preprocessing_table_shows_what_differs_between_checkpoints():
-    rows = preprocessing_table([ResNet50_Weights.IMAGENET1K_V1, ResNet50_Weights.IMAGENET1K_V2, EfficientNet_B0_Weights.DEFAULT])
+    rows = preprocessing_table([ResNet50_Weights.IMAGENET1K_V1, ResNet50_Weights.IMAGENET1K_V2,
+                                EfficientNet_B0_Weights.DEFAULT])
     assert [(r["resize"], r["crop"], r["interpolation"]) for r in rows] == [
         (256, 224, "bilinear"), (232, 224, "bilinear"), (256, 224, "bicubic")]
     assert rows[0]["mean"] == "0.485, 0.456, 0.406"
@@ -109,14 +111,16 @@ def test_preprocessing_table_reads_the_offline_backbones_weights():
         pytest.skip(f"the offline backbone's weights are not installed: {e}")
     rows = preprocessing_table([native, small])
     assert [r["weights"] for r in rows] == ["EfficientNetLite0_Weights.IMAGENET1K_TF"] * 2
-    assert [(r["resize"], r["crop"], r["interpolation"]) for r in rows] == [(256, 224, "bicubic"), (128, 112, "bicubic")]
+    assert [(r["resize"], r["crop"], r["interpolation"]) for r in rows] == [
+        (256, 224, "bicubic"), (128, 112, "bicubic")]
     assert rows[0]["mean"] == rows[0]["std"] == "0.500, 0.500, 0.500"
 
 
 def test_measure_latency_times_each_batch_size_and_restores_threads(one_torch_thread):
     model = torchvision.models.resnet18(weights=None).train()
     before = torch.get_num_threads()
-    rows = measure_latency(model, batch_sizes=(1, 2), image_size=32, device="cpu", warmup=0, iters=1, threads=1, name="r18")
+    rows = measure_latency(model, batch_sizes=(1, 2), image_size=32, device="cpu", warmup=0, iters=1, threads=1,
+                           name="r18")
     assert [r.batch_size for r in rows] == [1, 2]
     assert all(isinstance(r, Latency) and r.name == "r18" and r.device == "cpu" for r in rows)
     assert all(r.ms_per_image > 0 and r.ms_per_batch == pytest.approx(r.ms_per_image * r.batch_size) for r in rows)

@@ -33,8 +33,10 @@ def default_dir(name: str) -> Path:
 
 
 def _folders(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--solutions", type=Path, default=None, metavar="DIR", help="solution notebooks (default: ./solutions if it exists, else the repository's solutions/)")
-    parser.add_argument("--notebooks", type=Path, default=None, metavar="DIR", help="student notebooks (default: notebooks/ next to the default solutions/)")
+    parser.add_argument("--solutions", type=Path, default=None, metavar="DIR",
+                        help="solution notebooks (default: ./solutions if it exists, else the repository's solutions/)")
+    parser.add_argument("--notebooks", type=Path, default=None, metavar="DIR",
+                        help="student notebooks (default: notebooks/ next to the default solutions/)")
 
 
 class _UsageError(Exception):
@@ -63,11 +65,16 @@ def _positive(kind: type, what: str):
 
 def _timeouts(parser: argparse.ArgumentParser) -> None:
     seconds = _positive(float, "number of seconds")
-    parser.add_argument("--timeout", type=seconds, default=300.0, metavar="S", help="seconds per cell before it is interrupted (default 300)")
-    parser.add_argument("--notebook-timeout", type=seconds, default=1800.0, metavar="S", help="seconds for all of a notebook's cells (default 1800)")
-    parser.add_argument("--check-timeout", type=seconds, default=60.0, metavar="S", help="seconds per exercise check (default 60)")
-    parser.add_argument("--workers", type=_positive(int, "whole number"), default=1, metavar="N", help="notebooks run at once, each in its own kernel (default 1)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (also off when LABKIT_PROGRESS=0 or CI=true)")
+    parser.add_argument("--timeout", type=seconds, default=300.0, metavar="S",
+                        help="seconds per cell before it is interrupted (default 300)")
+    parser.add_argument("--notebook-timeout", type=seconds, default=1800.0, metavar="S",
+                        help="seconds for all of a notebook's cells (default 1800)")
+    parser.add_argument("--check-timeout", type=seconds, default=60.0, metavar="S",
+                        help="seconds per exercise check (default 60)")
+    parser.add_argument("--workers", type=_positive(int, "whole number"), default=1, metavar="N",
+                        help="notebooks run at once, each in its own kernel (default 1)")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (also off when LABKIT_PROGRESS=0 or CI=true)")
 
 
 def release_main(argv: list[str]) -> int:
@@ -78,10 +85,12 @@ def release_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m labkit release",
         description="Write the student version of each solutions/*.ipynb to notebooks/: solution code becomes a "
-        "`raise NotImplementedError()` stub, written answers a prompt, hidden tests are removed, exercise outputs cleared.",
+        "`raise NotImplementedError()` stub, written answers a prompt, hidden tests are removed, exercise outputs "
+        "cleared.",
     )
     _folders(parser)
-    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 and name the student notebooks that are missing or out of date")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 and name the student notebooks that are missing or out of date")
     args = parser.parse_args(argv)
     solutions = args.solutions or default_dir("solutions")
     notebooks = args.notebooks or default_dir("notebooks")
@@ -109,6 +118,7 @@ def release_main(argv: list[str]) -> int:
 
 def validate_main(argv: list[str]) -> int:
     """``python -m labkit validate``: solutions score full marks, untouched students zero."""
+    from labkit.grading.settings import GradingSettings
     from labkit.grading.validate import validate
 
     parser = _Parser(
@@ -118,84 +128,109 @@ def validate_main(argv: list[str]) -> int:
     )
     _folders(parser)
     _timeouts(parser)
-    parser.add_argument("--quick", action="store_true", help="a quick structure pass: the lessons' measurements run with "
+    parser.add_argument("--quick", action="store_true", help="a quick structure pass: the lessons' measurements run "
+                        "with "
                         "fewer seeds and epochs (LABKIT_QUICK=1); every cell still runs and every exercise is judged")
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:
         print(f"labkit validate: {exc}", file=sys.stderr)
         return 2
+    settings = GradingSettings(cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout,
+                               check_timeout=args.check_timeout, quick=args.quick)
     report = validate(
         args.solutions or default_dir("solutions"),
         args.notebooks or default_dir("notebooks"),
-        cell_timeout=args.timeout,
-        notebook_timeout=args.notebook_timeout,
-        check_timeout=args.check_timeout,
+        settings=settings,
         workers=args.workers,
         progress=False if args.no_progress else None,
-        quick=args.quick,
     )
     print(report)
     print("validate: all good" if report.ok else "validate: FAILED", file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1
 
 
-def grade_main(argv: list[str]) -> int:
-    """``python -m labkit grade SUBMISSIONS... --out grades.csv``."""
-    from labkit.grading.grade import grade
+def _grade_settings(args: argparse.Namespace):
+    """The one :class:`~labkit.grading.settings.GradingSettings` of a ``grade`` command line."""
     from labkit.grading.sandbox import Limits
+    from labkit.grading.settings import GradingSettings
 
+    limits = Limits(memory=int(args.memory * (1 << 30)), processes=args.max_processes,
+                    file_size=int(args.max_file_size * (1 << 20)), cpu_time=args.cpu_time)
+    return GradingSettings(cell_timeout=args.timeout, notebook_timeout=args.notebook_timeout,
+                           check_timeout=args.check_timeout, limits=limits, sandbox=not args.no_sandbox,
+                           require_sandbox=args.require_sandbox, checks_path=args.checks)
+
+
+def _grade_parser() -> _Parser:
+    """The arguments of ``python -m labkit grade``."""
     parser = _Parser(
         prog="python -m labkit grade",
-        description="Grade submitted notebooks, each in its own sandbox and fresh kernel, into a CSV (student, exercise, "
-        "points, max_points, feedback, status; a TOTAL row per student) and one feedback file per student in "
+        description="Grade submitted notebooks, each in its own sandbox and fresh kernel, into a CSV (student, "
+        "exercise, points, max_points, feedback, status; a TOTAL row per student) and one feedback file per student in "
         "<out>_feedback/. Student id: the notebook's file name, or the name of its first sub-folder below a folder "
         "given here (subs/alice/01.ipynb -> alice). Scores are decided by this process, which never runs student "
         "code; see docs/GRADING.md for what the sandbox isolates.",
     )
     parser.add_argument("submissions", nargs="+", metavar="SUBMISSION", help="notebook files or folders of notebooks")
-    parser.add_argument("--out", type=Path, default=Path("grades.csv"), metavar="CSV", help="where to write the grades (default grades.csv); not a folder, not a notebook, not inside the submissions")
-    parser.add_argument("--lesson", default=None, help="the assignment's lesson id (default: the lesson most submissions name); other lessons score zero")
-    parser.add_argument("--feedback-dir", type=Path, default=None, metavar="DIR", help="per-student feedback files (default <out stem>_feedback/)")
-    parser.add_argument("--resume", action="store_true", help="reuse earlier results (signed by this grader in the feedback folder) for unchanged submissions")
-    parser.add_argument("--checks", type=Path, default=None, metavar="PY", help="judge with this copy of labkit/grading/checks.py (e.g. with private hidden cases); it never enters the sandbox")
+    parser.add_argument("--out", type=Path, default=Path("grades.csv"), metavar="CSV",
+                        help="where to write the grades (default grades.csv); not a folder, not a notebook, not inside "
+                        "the submissions")
+    parser.add_argument("--lesson", default=None,
+                        help="the assignment's lesson id (default: the lesson most submissions name); other lessons "
+                        "score zero")
+    parser.add_argument("--feedback-dir", type=Path, default=None, metavar="DIR",
+                        help="per-student feedback files (default <out stem>_feedback/)")
+    parser.add_argument("--resume", action="store_true",
+                        help="reuse earlier results (signed by this grader in the feedback folder) for unchanged "
+                        "submissions")
+    parser.add_argument("--checks", type=Path, default=None, metavar="DIR",
+                        help="judge with this copy of the labkit/grading/exercises/ folder (or its __init__.py), "
+                        "e.g. with private hidden cases; it never enters the sandbox")
     _timeouts(parser)
-    parser.add_argument("--memory", type=_positive(float, "number of GB"), default=4.0, metavar="GB", help="memory per submission, all its processes together (default 4)")
-    parser.add_argument("--max-processes", type=_positive(int, "whole number"), default=64, metavar="N", help="processes per submission at once (default 64)")
-    parser.add_argument("--max-file-size", type=_positive(float, "number of MB"), default=256.0, metavar="MB", help="largest file a submission may write (default 256)")
-    parser.add_argument("--cpu-time", type=_positive(float, "number of seconds"), default=3600.0, metavar="S", help="CPU seconds per process of a submission (default 3600)")
+    parser.add_argument("--memory", type=_positive(float, "number of GB"), default=4.0, metavar="GB",
+                        help="memory per submission, all its processes together (default 4)")
+    parser.add_argument("--max-processes", type=_positive(int, "whole number"), default=64, metavar="N",
+                        help="processes per submission at once (default 64)")
+    parser.add_argument("--max-file-size", type=_positive(float, "number of MB"), default=256.0, metavar="MB",
+                        help="largest file a submission may write (default 256)")
+    parser.add_argument("--cpu-time", type=_positive(float, "number of seconds"), default=3600.0, metavar="S",
+                        help="CPU seconds per process of a submission (default 3600)")
     sandbox = parser.add_mutually_exclusive_group()
-    sandbox.add_argument("--require-sandbox", action="store_true", help="refuse to grade unless the bubblewrap sandbox works here")
-    sandbox.add_argument("--no-sandbox", action="store_true", help="do not use bubblewrap (WEAK isolation: submissions can read and change your files)")
+    sandbox.add_argument("--require-sandbox", action="store_true",
+                         help="refuse to grade unless the bubblewrap sandbox works here")
+    sandbox.add_argument("--no-sandbox", action="store_true",
+                         help="do not use bubblewrap (WEAK isolation: submissions can read and change your files)")
+    return parser
+
+
+def grade_main(argv: list[str]) -> int:
+    """``python -m labkit grade SUBMISSIONS... --out grades.csv``."""
+    from labkit.grading.grade import grade
+
+    parser = _grade_parser()
     try:
         args = parser.parse_args(argv)
     except _UsageError as exc:
         print(f"labkit grade: {exc}", file=sys.stderr)
         return 2
-    limits = Limits(memory=int(args.memory * (1 << 30)), processes=args.max_processes,
-                    file_size=int(args.max_file_size * (1 << 20)), cpu_time=args.cpu_time)
     try:
         report = grade(
             args.submissions,
             out=args.out,
             lesson=args.lesson,
+            settings=_grade_settings(args),
             workers=args.workers,
-            cell_timeout=args.timeout,
-            notebook_timeout=args.notebook_timeout,
-            check_timeout=args.check_timeout,
             resume=args.resume,
             feedback_dir=args.feedback_dir,
-            checks_path=args.checks,
             progress=False if args.no_progress else None,
-            limits=limits,
-            sandbox=not args.no_sandbox,
-            require_sandbox=args.require_sandbox,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"labkit grade: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"\nlabkit grade: interrupted; {args.out} was not changed. Run again with --resume to continue.", file=sys.stderr)
+        print(f"\nlabkit grade: interrupted; {args.out} was not changed. Run again with --resume to continue.",
+              file=sys.stderr)
         return 130
     print(report.summary)
     return 0

@@ -7,7 +7,8 @@ write the markers as ``<!-- BEGIN SOLUTION -->``). Lines between ``### BEGIN HID
 and ``### END HIDDEN TESTS`` are dropped from the student version altogether.
 
 Example:
-    >>> print(strip_solutions("def f(x):\\n    ### BEGIN SOLUTION\\n    return 2 * x\\n    ### END SOLUTION\\n", cell_type="code"))
+    >>> cell = "def f(x):\\n    ### BEGIN SOLUTION\\n    return 2 * x\\n    ### END SOLUTION\\n"
+    >>> print(strip_solutions(cell, cell_type="code"))
     def f(x):
         # YOUR CODE HERE
         raise NotImplementedError()
@@ -31,8 +32,8 @@ CODE_STUB = ("# YOUR CODE HERE", "raise NotImplementedError()")
 ANSWER_PROMPT = "YOUR ANSWER HERE"
 
 _MARK = r"^(?P<indent>[ \t]*)(?:###|<!--)[ \t]*{word}[ \t]+{what}[ \t]*(?:-->)?[ \t]*$"
-_SOLUTION = (re.compile(_MARK.format(word="BEGIN", what="SOLUTION")), re.compile(_MARK.format(word="END", what="SOLUTION")))
-_HIDDEN = (re.compile(_MARK.format(word="BEGIN", what="HIDDEN TESTS")), re.compile(_MARK.format(word="END", what="HIDDEN TESTS")))
+_SOLUTION = tuple(re.compile(_MARK.format(word=word, what="SOLUTION")) for word in ("BEGIN", "END"))
+_HIDDEN = tuple(re.compile(_MARK.format(word=word, what="HIDDEN TESTS")) for word in ("BEGIN", "END"))
 
 
 class MarkerError(ValueError):
@@ -45,7 +46,8 @@ def _regions(lines: list[str], begin: re.Pattern, end: re.Pattern, what: str) ->
     for i, line in enumerate(lines):
         if begin.match(line):
             if start is not None:
-                raise MarkerError(f"line {i + 1}: BEGIN {what} inside the BEGIN {what} of line {start + 1}; close it with END {what} first")
+                raise MarkerError(f"line {i + 1}: BEGIN {what} inside the BEGIN {what} of line {start + 1}; close it "
+                                  f"with END {what} first")
             start, indent = i, begin.match(line).group("indent")
         elif end.match(line):
             if start is None:

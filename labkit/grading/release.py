@@ -56,7 +56,8 @@ def read_notebook(path: str | Path) -> nbformat.NotebookNode:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); fix or re-save the notebook") from None
+        raise ValueError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); fix or "
+                         f"re-save the notebook") from None
     if not isinstance(data, dict) or not isinstance(data.get("cells"), list):
         raise ValueError(f"{path} is JSON but not a Jupyter notebook (no list of cells)")
     nb = nbformat.from_dict(data)
@@ -144,7 +145,8 @@ def release(solutions: str | Path, notebooks: str | Path, *, check: bool = False
     """
     solutions, notebooks = Path(solutions), Path(notebooks)
     if not solutions.is_dir():
-        raise FileNotFoundError(f"solutions folder {solutions} does not exist; pass the folder that holds the solution notebooks")
+        raise FileNotFoundError(f"solutions folder {solutions} does not exist; pass the folder that holds the "
+                                f"solution notebooks")
     rendered = {notebooks / p.name: render_student(p) for p in find_notebooks(solutions)}
     report = ReleaseReport()
     for target, text in rendered.items():

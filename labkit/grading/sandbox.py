@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import os
 import secrets
+
 try:
     import resource
 except ImportError:  # Windows: no rlimits
@@ -88,7 +89,8 @@ class Isolation:
 
     def describe(self) -> str:
         if not self.weak:
-            return "isolation: bubblewrap sandbox (own PID, network and mount namespaces; read-only course files; no solutions, other submissions or outputs visible)"
+            return ("isolation: bubblewrap sandbox (own PID, network and mount namespaces; read-only course files; no "
+                    "solutions, other submissions or outputs visible)")
         return (
             f"WARNING: isolation is WEAK ({self.reason}): submissions ran with resource limits, a private home and "
             "working folder and a kill of all their processes, but with your user id: they could read and change "
@@ -127,28 +129,35 @@ def detect_isolation(*, use_bwrap: bool = True) -> Isolation:
         if path is None:
             found = Isolation("fallback", None, "bubblewrap (bwrap) is not installed")
         else:
-            try:
-                read_end = _args_pipe(_bwrap_args(path, ro=[], env={"PATH": "/usr/bin:/bin"}, limits=Limits(), cwd="/")[1:])
-                try:
-                    probe = subprocess.run([path, "--args", str(read_end), "--", "/bin/true"], stdin=subprocess.DEVNULL, capture_output=True,
-                                           timeout=30, pass_fds=(read_end,))
-                finally:
-                    os.close(read_end)
-                ok = probe.returncode == 0
-                why = probe.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] if not ok else []
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                ok, why = False, [str(exc)]
-            found = Isolation("bwrap", path, "") if ok else Isolation(
-                "fallback", None, f"bwrap is installed but cannot make a sandbox here ({why[0] if why else 'unknown error'}); "
-                "it needs unprivileged user namespaces")
+            found = _probe_bwrap(path)
     _DETECTED["auto"] = found
     return found
+
+
+def _probe_bwrap(path: str) -> Isolation:
+    """Run ``/bin/true`` under bwrap: strong isolation if that works, else the fallback and why not."""
+    try:
+        read_end = _args_pipe(_bwrap_args(path, ro=[], env={"PATH": "/usr/bin:/bin"}, limits=Limits(), cwd="/")[1:])
+        try:
+            probe = subprocess.run([path, "--args", str(read_end), "--", "/bin/true"], stdin=subprocess.DEVNULL,
+                                   capture_output=True, timeout=30, pass_fds=(read_end,))
+        finally:
+            os.close(read_end)
+        ok = probe.returncode == 0
+        why = probe.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] if not ok else []
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        ok, why = False, [str(exc)]
+    if ok:
+        return Isolation("bwrap", path, "")
+    return Isolation("fallback", None, f"bwrap is installed but cannot make a sandbox here "
+                     f"({why[0] if why else 'unknown error'}); it needs unprivileged user namespaces")
 
 
 # ---------------------------------------------------------------------------------------
 # The bubblewrap command line
 # ---------------------------------------------------------------------------------------
-_ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "localtime", "hosts", "fonts", "ssl/certs", "mime.types")
+_ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "nsswitch.conf", "localtime", "hosts", "fonts", "ssl/certs",
+        "mime.types")
 
 
 def _python_dirs() -> list[str]:
@@ -364,6 +373,127 @@ class _Tracker:
         return len(victims - {self.proc.pid})
 
 
+def _private_fallback(env: dict, cwd: str | None) -> tuple[str, str]:
+    """For the weak fallback: a private home, work folder and TMPDIR; (that folder, the cwd to use).
+
+    ``env``'s home-relative paths are moved into the private home, in place.
+    """
+    private = os.path.realpath(__import__("tempfile").mkdtemp(prefix="labkit-sandbox-"))
+    home = Path(private) / "home"
+    (home / "work").mkdir(parents=True)
+    env["HOME"] = str(home)
+    env["TMPDIR"] = str(Path(private) / "tmp")
+    (Path(private) / "tmp").mkdir()
+    for key in ("IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "MPLCONFIGDIR"):
+        if key in env and env[key].startswith(HOME):
+            env[key] = str(home) + env[key][len(HOME):]
+    if cwd is None or cwd.startswith(HOME):
+        cwd = str(home) + (cwd[len(HOME):] if cwd else "/work")
+    return private, cwd
+
+
+def _popen(cmd: list[str], *, isolation: Isolation, env: dict, cwd: str | None, limits: Limits,
+           log_path: str | Path | None, args_fd: int | None) -> subprocess.Popen:
+    """Start the command in its own session under the rlimits; bwrap gets only its arguments pipe."""
+    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    try:
+        return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                                env=env if isolation.weak else {"PATH": "/usr/bin:/bin"},
+                                cwd=cwd if isolation.weak else "/",
+                                preexec_fn=_preexec(limits) if os.name == "posix" else None,
+                                start_new_session=os.name == "posix", close_fds=True,
+                                pass_fds=() if isolation.weak else (args_fd,))
+    finally:
+        if log_path:
+            log.close()
+        if not isolation.weak:
+            os.close(args_fd)
+
+
+class _Output:
+    """The job's stdout, read on a thread, kept up to ``limit`` bytes (``over`` once it had more)."""
+
+    def __init__(self, proc: subprocess.Popen, limit: int) -> None:
+        self.proc, self.limit = proc, limit
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.over = False
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        stdout = self.proc.stdout
+        while True:
+            data = stdout.read1(1 << 16) if hasattr(stdout, "read1") else stdout.read(1 << 16)
+            if not data:
+                return
+            if self.size + len(data) > self.limit:
+                self.over = True
+                return
+            self.chunks.append(data)
+            self.size += len(data)
+
+    def overflow(self) -> tuple[str, str]:
+        return "output", f"its result was larger than {self.limit / _MIB:g} MB"
+
+
+def _over_limit(tracker: _Tracker, *, limits: Limits, hard_limit: float, elapsed: float,
+                cancel: threading.Event | None, output: _Output) -> tuple[str | None, str, int]:
+    """One look at the job: (the limit it is over or None, in words, its memory now)."""
+    members = tracker.members()
+    if len(members) > limits.processes:
+        return ("processes",
+                f"it had {len(members)} processes running at once, more than the limit of {limits.processes}", 0)
+    rss = sum(_rss(p) for p in members)
+    if rss > limits.memory:
+        rss = sum(_pss(p) for p in members)  # shared pages counted once
+    if rss > limits.memory:
+        return ("memory", f"it used {rss / _GIB:.2f} GB of memory, more than the limit of {limits.memory / _GIB:g} GB",
+                rss)
+    if elapsed > hard_limit:
+        return "time", f"it ran longer than the hard limit of {hard_limit:g} s", rss
+    if cancel is not None and cancel.is_set():
+        return "cancelled", "grading was interrupted", rss
+    if output.over:
+        return (*output.overflow(), rss)
+    return None, "", rss
+
+
+def _watch(proc: subprocess.Popen, tracker: _Tracker, output: _Output, *, limits: Limits, hard_limit: float,
+           started: float, cancel: threading.Event | None) -> tuple[str | None, str, int]:
+    """Watch the job until it ends or is over a limit: (limit or None, detail, peak memory)."""
+    limit, detail, peak = None, "", 0
+    while proc.poll() is None:
+        limit, detail, rss = _over_limit(tracker, limits=limits, hard_limit=hard_limit,
+                                         elapsed=time.monotonic() - started, cancel=cancel, output=output)
+        peak = max(peak, rss)
+        if limit is not None:
+            break
+        try:
+            proc.wait(timeout=_POLL)
+        except subprocess.TimeoutExpired:
+            pass
+    return limit, detail, peak
+
+
+def _end(proc: subprocess.Popen, tracker: _Tracker, output: _Output, private: str | None) -> int:
+    """Kill everything the job started, reap it, close its output; return how many were left over."""
+    leftovers = tracker.kill_all()
+    try:
+        proc.kill()
+    except OSError:
+        pass
+    proc.wait()
+    output.thread.join(timeout=5)
+    try:
+        proc.stdout.close()
+    except OSError:
+        pass
+    if private:
+        shutil.rmtree(private, ignore_errors=True)
+    return leftovers
+
+
 def run(
     argv: Sequence[str],
     *,
@@ -400,93 +530,24 @@ def run(
     env = dict(env or {})
     env["LABKIT_JOB_TOKEN"] = token
     private: str | None = None
+    args_fd: int | None = None
     if isolation.weak:
-        private = os.path.realpath(__import__("tempfile").mkdtemp(prefix="labkit-sandbox-"))
-        home = Path(private) / "home"
-        (home / "work").mkdir(parents=True)
-        env["HOME"] = str(home)
-        env["TMPDIR"] = str(Path(private) / "tmp")
-        (Path(private) / "tmp").mkdir()
-        for key in ("IPYTHONDIR", "JUPYTER_RUNTIME_DIR", "JUPYTER_DATA_DIR", "JUPYTER_CONFIG_DIR", "MPLCONFIGDIR"):
-            if key in env and env[key].startswith(HOME):
-                env[key] = str(home) + env[key][len(HOME):]
-        if cwd is None or cwd.startswith(HOME):
-            cwd = str(home) + (cwd[len(HOME):] if cwd else "/work")
+        private, cwd = _private_fallback(env, cwd)
         cmd = list(argv)
     else:
         args_fd = _args_pipe(_bwrap_args(isolation.bwrap, ro=ro, env=env, limits=limits, cwd=cwd or WORKDIR)[1:])
         cmd = [isolation.bwrap, "--args", str(args_fd), "--", *argv]  # argv: sandbox paths only
     started = time.monotonic()
-    log = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, env=env if isolation.weak else {"PATH": "/usr/bin:/bin"},
-                                cwd=cwd if isolation.weak else "/", preexec_fn=_preexec(limits) if os.name == "posix" else None,
-                                start_new_session=os.name == "posix", close_fds=True,
-                                pass_fds=() if isolation.weak else (args_fd,))
-    finally:
-        if log_path:
-            log.close()
-        if not isolation.weak:
-            os.close(args_fd)
+    proc = _popen(cmd, isolation=isolation, env=env, cwd=cwd, limits=limits, log_path=log_path, args_fd=args_fd)
     tracker = _Tracker(proc, isolated=not isolation.weak, token=token)
-    chunks: list[bytes] = []
-    state = {"size": 0, "over": False}
-
-    def reader() -> None:
-        while True:
-            data = proc.stdout.read1(1 << 16) if hasattr(proc.stdout, "read1") else proc.stdout.read(1 << 16)
-            if not data:
-                return
-            if state["size"] + len(data) > max_output:
-                state["over"] = True
-                return
-            chunks.append(data)
-            state["size"] += len(data)
-
-    thread = threading.Thread(target=reader, daemon=True)
-    thread.start()
+    output = _Output(proc, max_output)
     limit, detail, peak = None, "", 0
     try:
-        while proc.poll() is None:
-            members = tracker.members()
-            elapsed = time.monotonic() - started
-            if len(members) > limits.processes:
-                limit, detail = "processes", f"it had {len(members)} processes running at once, more than the limit of {limits.processes}"
-                break
-            rss = sum(_rss(p) for p in members)
-            if rss > limits.memory:
-                rss = sum(_pss(p) for p in members)  # shared pages counted once
-            peak = max(peak, rss)
-            if rss > limits.memory:
-                limit, detail = "memory", f"it used {rss / _GIB:.2f} GB of memory, more than the limit of {limits.memory / _GIB:g} GB"
-                break
-            if elapsed > hard_limit:
-                limit, detail = "time", f"it ran longer than the hard limit of {hard_limit:g} s"
-                break
-            if cancel is not None and cancel.is_set():
-                limit, detail = "cancelled", "grading was interrupted"
-                break
-            if state["over"]:
-                limit, detail = "output", f"its result was larger than {max_output / _MIB:g} MB"
-                break
-            try:
-                proc.wait(timeout=_POLL)
-            except subprocess.TimeoutExpired:
-                pass
+        limit, detail, peak = _watch(proc, tracker, output, limits=limits, hard_limit=hard_limit, started=started,
+                                     cancel=cancel)
     finally:
-        leftovers = tracker.kill_all()
-        try:
-            proc.kill()
-        except OSError:
-            pass
-        proc.wait()
-        thread.join(timeout=5)
-        try:
-            proc.stdout.close()
-        except OSError:
-            pass
-        if private:
-            shutil.rmtree(private, ignore_errors=True)
-    if limit is None and state["over"]:
-        limit, detail = "output", f"its result was larger than {max_output / _MIB:g} MB"
-    return SandboxResult(b"".join(chunks), proc.returncode, limit, detail, round(time.monotonic() - started, 2), peak, leftovers)
+        leftovers = _end(proc, tracker, output, private)
+    if limit is None and output.over:
+        limit, detail = output.overflow()
+    return SandboxResult(b"".join(output.chunks), proc.returncode, limit, detail, round(time.monotonic() - started, 2),
+                         peak, leftovers)

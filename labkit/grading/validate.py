@@ -22,9 +22,10 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from labkit._env import progress_enabled
-from labkit.grading.checks import LESSONS, exercises_for
+from labkit.grading.exercises import LESSONS, exercises_for
 from labkit.grading.grade import SubmissionGrade, describe_event, grade_notebook
 from labkit.grading.release import find_notebooks, read_notebook, release
+from labkit.grading.settings import GradingSettings
 
 __all__ = ["ValidateReport", "validate"]
 
@@ -49,80 +50,32 @@ def _calls_check(nb, exercise_id: str) -> bool:
     return any(c.cell_type == "code" and pattern.search(c.source) for c in nb.cells)
 
 
-def validate(
-    solutions: str | Path,
-    notebooks: str | Path,
-    *,
-    cell_timeout: float = 300.0,
-    notebook_timeout: float = 1800.0,
-    check_timeout: float = 60.0,
-    workers: int = 1,
-    progress: bool | None = None,
-    quick: bool = False,
-) -> ValidateReport:
-    """Run every solution and its student version through the grader and compare with the contract.
+def _check_solution(sol: Path, notebooks: Path, stale: list[Path]) -> tuple[list[str], list[tuple[Path, str, str]]]:
+    """(failures, runs) for one solution: its metadata and check calls, then it and its student version to run."""
+    try:
+        nb = read_notebook(sol)
+    except ValueError as exc:
+        return [f"✘ {exc}"], []
+    lesson = (nb.metadata.get("labkit") or {}).get("lesson")
+    if lesson not in LESSONS:
+        return [f"✘ {sol}: metadata labkit.lesson is {lesson!r}; expected one of {', '.join(LESSONS)}"], []
+    failures = [f"✘ {sol}: no cell calls check({ex.id!r}, ...)"
+                for ex in exercises_for(lesson) if not _calls_check(nb, ex.id)]
+    runs = [(sol, lesson, "solution")]
+    student = notebooks / sol.name
+    if student.is_file() and student not in stale:
+        runs.append((student, lesson, "student"))
+    return failures, runs
 
-    Args:
-        solutions: folder of solution notebooks.
-        notebooks: folder of released student notebooks.
-        cell_timeout, notebook_timeout, check_timeout: seconds, as for grading.
-        workers: notebooks run at once.
-        progress: show a progress bar (default: unless LABKIT_PROGRESS=0 or CI=true).
-        quick: run every notebook as a quick structure pass (``LABKIT_QUICK=1`` in its kernel:
-            the lessons' measurements use fewer seeds and epochs). Every cell still runs and
-            every exercise is still judged; what the measurements print is not checked.
-    """
-    solutions, notebooks = Path(solutions), Path(notebooks)
-    lines: list[str] = []
-    failed = False
-    found = find_notebooks(solutions) if solutions.is_dir() else []
-    if not found:
-        return ValidateReport(False, [f"✘ no solution notebooks in {solutions}: nothing to validate"])
 
-    stale = release(solutions, notebooks, check=True).stale
-    for path in stale:
-        failed = True
-        lines.append(f"✘ {path} is missing or out of date with {solutions / path.name}: run `python -m labkit release`")
-
-    runs: list[tuple[Path, str, str]] = []  # (notebook, lesson, "solution" | "student")
-    for sol in found:
-        try:
-            nb = read_notebook(sol)
-        except ValueError as exc:
-            failed = True
-            lines.append(f"✘ {exc}")
-            continue
-        lesson = (nb.metadata.get("labkit") or {}).get("lesson")
-        if lesson not in LESSONS:
-            failed = True
-            lines.append(f"✘ {sol}: metadata labkit.lesson is {lesson!r}; expected one of {', '.join(LESSONS)}")
-            continue
-        for ex in exercises_for(lesson):
-            if not _calls_check(nb, ex.id):
-                failed = True
-                lines.append(f"✘ {sol}: no cell calls check({ex.id!r}, ...)")
-        runs.append((sol, lesson, "solution"))
-        student = notebooks / sol.name
-        if student.is_file() and student not in stale:
-            runs.append((student, lesson, "student"))
-
-    progress = progress_enabled(progress)
-    if quick:
-        lines.append("· quick structure pass (LABKIT_QUICK=1): fewer seeds and epochs in the lessons' measurements")
+def _grade_runs(runs: list[tuple[Path, str, str]], *, settings: GradingSettings, workers: int,
+                progress: bool) -> dict[str, SubmissionGrade]:
+    """Grade each notebook of ``runs`` on ``workers`` threads, as the batch grader would."""
     grades: dict[str, SubmissionGrade] = {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         futures = {
-            pool.submit(
-                grade_notebook,
-                path,
-                lesson=lesson,
-                student=str(path),
-                cell_timeout=cell_timeout,
-                notebook_timeout=notebook_timeout,
-                check_timeout=check_timeout,
-                workers=workers,
-                quick=quick,
-            ): (path, lesson, role)
+            pool.submit(grade_notebook, path, lesson=lesson, student=str(path), settings=settings, workers=workers):
+                (path, lesson, role)
             for path, lesson, role in runs
         }
         bar = tqdm(total=len(futures), desc="validating", unit="notebook", disable=not progress, file=sys.stderr)
@@ -131,32 +84,77 @@ def validate(
             grades[str(path)] = future.result()
             bar.update(1)
         bar.close()
+    return grades
 
-    for path, lesson, role in runs:
-        g = grades[str(path)]
-        if g.problem:
-            failed = True
-            lines.append(f"✘ {path}: could not be graded: {g.problem}")
-            continue
-        if role == "solution":
-            wrong = [e for e in g.exercises if e.status != "passed"]
-            errors = [describe_event(e) for e in g.events if e.get("kind") in _RUN_FAILURES]
-            if wrong or errors:
-                failed = True
-                for e in wrong:
-                    detail = next((ln for ln in e.feedback if ln.startswith("✘")), e.feedback[0] if e.feedback else "")
-                    lines.append(f"✘ {path}: {e.exercise} is {e.status}, expected passed: {detail}")
-                for note in errors:
-                    lines.append(f"✘ {path}: {note}")
-            else:
-                lines.append(f"✔ {path}: {g.total:g}/{g.max_total:g}, every exercise passes")
-        else:
-            scored = [e for e in g.exercises if e.points > 0]
-            if scored:
-                failed = True
-                for e in scored:
-                    lines.append(f"✘ {path}: {e.exercise} scores {e.points:g} untouched; its stub must not pass")
-            else:
-                statuses = sorted({e.status for e in g.exercises})
-                lines.append(f"✔ {path}: 0/{g.max_total:g} untouched ({', '.join(statuses)})")
+
+def _judge_solution(path: Path, g: SubmissionGrade) -> list[str]:
+    """✔ when every exercise passes and the run had no errors; else one ✘ line per failure."""
+    wrong = [e for e in g.exercises if e.status != "passed"]
+    errors = [describe_event(e) for e in g.events if e.get("kind") in _RUN_FAILURES]
+    if not (wrong or errors):
+        return [f"✔ {path}: {g.total:g}/{g.max_total:g}, every exercise passes"]
+    lines = []
+    for e in wrong:
+        detail = next((ln for ln in e.feedback if ln.startswith("✘")), e.feedback[0] if e.feedback else "")
+        lines.append(f"✘ {path}: {e.exercise} is {e.status}, expected passed: {detail}")
+    return lines + [f"✘ {path}: {note}" for note in errors]
+
+
+def _judge_student(path: Path, g: SubmissionGrade) -> list[str]:
+    """✔ when the untouched student version scores zero everywhere; else one ✘ line per scoring exercise."""
+    scored = [e for e in g.exercises if e.points > 0]
+    if scored:
+        return [f"✘ {path}: {e.exercise} scores {e.points:g} untouched; its stub must not pass" for e in scored]
+    statuses = sorted({e.status for e in g.exercises})
+    return [f"✔ {path}: 0/{g.max_total:g} untouched ({', '.join(statuses)})"]
+
+
+def _judge_run(path: Path, role: str, g: SubmissionGrade) -> list[str]:
+    if g.problem:
+        return [f"✘ {path}: could not be graded: {g.problem}"]
+    return _judge_solution(path, g) if role == "solution" else _judge_student(path, g)
+
+
+def validate(
+    solutions: str | Path,
+    notebooks: str | Path,
+    *,
+    settings: GradingSettings | None = None,
+    workers: int = 1,
+    progress: bool | None = None,
+) -> ValidateReport:
+    """Run every solution and its student version through the grader and compare with the contract.
+
+    Args:
+        solutions: folder of solution notebooks.
+        notebooks: folder of released student notebooks.
+        settings: time limits and the rest, as for grading (default :class:`GradingSettings`).
+            With ``quick=True`` every notebook runs as a quick structure pass (``LABKIT_QUICK=1``
+            in its kernel: the lessons' measurements use fewer seeds and epochs); every cell
+            still runs and every exercise is still judged; what the measurements print is not checked.
+        workers: notebooks run at once.
+        progress: show a progress bar (default: unless LABKIT_PROGRESS=0 or CI=true).
+    """
+    settings = settings or GradingSettings()
+    solutions, notebooks = Path(solutions), Path(notebooks)
+    found = find_notebooks(solutions) if solutions.is_dir() else []
+    if not found:
+        return ValidateReport(False, [f"✘ no solution notebooks in {solutions}: nothing to validate"])
+    stale = release(solutions, notebooks, check=True).stale
+    lines = [f"✘ {path} is missing or out of date with {solutions / path.name}: run `python -m labkit release`"
+             for path in stale]
+    failed = bool(stale)
+    runs: list[tuple[Path, str, str]] = []  # (notebook, lesson, "solution" | "student")
+    for sol in found:
+        failures, more = _check_solution(sol, notebooks, stale)
+        failed = failed or bool(failures)
+        lines += failures
+        runs += more
+    if settings.quick:
+        lines.append("· quick structure pass (LABKIT_QUICK=1): fewer seeds and epochs in the lessons' measurements")
+    grades = _grade_runs(runs, settings=settings, workers=workers, progress=progress_enabled(progress))
+    for path, _, role in runs:
+        verdict = _judge_run(path, role, grades[str(path)])
+        failed = failed or any(line.startswith("✘") for line in verdict)
+        lines += verdict
     return ValidateReport(not failed, lines, grades)

@@ -1,4 +1,4 @@
-"""labkit.synth and labkit.pretrain: seeded scenes, byte-identical datasets, a tiny deterministic pretraining."""
+"""tools.synth: seeded scenes, objects and cells, byte-identical bundled datasets."""
 from __future__ import annotations
 
 import colorsys
@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from labkit.build import synth
+from tools import synth
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +74,8 @@ def test_bundled_datasets_have_readmes_and_the_promised_counts():
             for cls in spec.classes:
                 assert len(list((root / split / cls).glob("*.png"))) == n
     assert Image.open(ROOT / "datasets" / "cells" / "train" / "round" / "000.png").mode == "L"
-    total = sum(p.stat().st_size for name in synth.DATASETS for p in (ROOT / "datasets" / name).rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for name in synth.DATASETS
+                for p in (ROOT / "datasets" / name).rglob("*") if p.is_file())
     assert total < 8e6  # objects and cells; lesson 05's slides are checked in tests/test_medical.py
 
 

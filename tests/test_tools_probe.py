@@ -1,17 +1,27 @@
-"""labkit.build.probe: the real-image probe (digits, photo crops, faces) and the first-layer controls."""
+"""tools.probe: the real-image probe (digits, photo crops, faces) and the first-layer controls."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-
 import torchvision
 
-from labkit.build.probe import (ARMS, PHOTOS, blurred_noise, extract_pooled_features, format_report,
-                                load_digit_images, load_face_patches, load_photo_crops, measure_filter_controls,
-                                measure_probe, phase_randomize, probe_accuracies)
 from labkit.filters import gabor_bank
 from labkit.models import build_efficientnet_lite0, load_backbone
+from tools.probe import (
+    ARMS,
+    PHOTOS,
+    blurred_noise,
+    extract_pooled_features,
+    format_report,
+    load_digit_images,
+    load_face_patches,
+    load_photo_crops,
+    measure_filter_controls,
+    measure_probe,
+    phase_randomize,
+    probe_accuracies,
+)
 
 
 def test_digit_images_are_upsampled_three_channel_images_in_unit_range():
@@ -111,7 +121,9 @@ def test_phase_randomized_filters_keep_their_amplitude_spectrum_but_lose_gabor_s
 
 def test_blurred_noise_is_smoother_than_white_noise():
     smooth, white = blurred_noise((8, 3, 7, 7), sigma=1.5), torch.randn(8, 3, 7, 7)
-    dx = lambda w: (w[..., 1:] - w[..., :-1]).pow(2).mean() / w.pow(2).mean()
+    def dx(w):
+        return (w[..., 1:] - w[..., :-1]).pow(2).mean() / w.pow(2).mean()
+
     assert dx(smooth) < 0.5 * dx(white)
     with pytest.raises(ValueError, match="sigma must be > 0"):
         blurred_noise(sigma=0)

@@ -8,9 +8,16 @@ import pytest
 import torch
 import torchvision
 
-from labkit.build.rehearse import (build_stand_in_state_dict, colab_like_env, find_lessons, headline_lines,
-                                   rehearse, rehearse_lesson, write_stand_in_checkpoint)
 from labkit.models import load_backbone
+from tools.rehearse import (
+    build_stand_in_state_dict,
+    colab_like_env,
+    find_lessons,
+    headline_lines,
+    rehearse,
+    rehearse_lesson,
+    write_stand_in_checkpoint,
+)
 
 
 @pytest.fixture
@@ -76,9 +83,9 @@ def test_find_lessons_refuses_an_unknown_lesson():
 
 
 def test_cli_rehearse_names_the_lessons_when_one_is_unknown(capsys):
-    from labkit.__main__ import main
+    from tools.rehearse import main
 
-    assert main(["rehearse", "99"]) == 2
+    assert main(["99"]) == 2
     assert "no lesson matches '99'" in capsys.readouterr().err
 
 
@@ -136,7 +143,7 @@ def test_rehearsal_fails_a_lesson_that_used_the_offline_backbone(tmp_path):
 
 
 def test_lesson_02_runs_the_colab_way_on_cpu(capsys):
-    # The CI subset of `python -m labkit rehearse`: the one lesson without training, at 224 px.
+    # The CI subset of `python -m tools.rehearse`: the one lesson without training, at 224 px.
     [result] = rehearse(["02"], timeout=600)
     assert result.ok, result.error
     assert "torchvision" in result.backbone and "224x224" in result.backbone

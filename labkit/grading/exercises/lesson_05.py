@@ -1,86 +1,34 @@
-"""Exercise checks of lesson 05 (domain adaptation for medical images), in the protocol form.
+"""Lesson 05's exercises (medical domain adaptation): 05.reestimate_bn, 05.class_weights, 05.medical_policy.
 
-Each exercise is split into three pure parts (see CHECKS_PROTOCOL.md):
+Declared with ``@exercise`` (the protocol of docs/EXERCISES.md); each ``cases`` gives the public
+(hidden=False) or the drawn cases and :func:`.protocol.public_then_hidden` joins them. The judges
+compare with ``labkit.adapt.adapt_batchnorm`` and the rule of :mod:`labkit.strategy` (trusted
+process, imported lazily).
 
-* ``cases(hidden=..., rng=...)``: JSON-safe case specs (public ones fixed; hidden ones drawn
-  from ``rng`` within the same stated contract);
-* ``observe(obj, spec)``: runs the learner's object on inputs rebuilt from the spec and
-  returns a JSON-safe observation (never a verdict); learner errors become ``{"raised": ...}``,
-  stubs ``{"not_attempted": true}``;
-* ``judge(spec, observation, chk)``: rebuilds the reference from the spec, treats the
-  observation as untrusted data and calls ``chk.ok`` / ``chk.fail``.
-
-Standard library and torch only (imported lazily), like ``checks.py``. ``checks.py`` loads this
-file by path (``_load_lesson_checks``) and ``Exercise`` comes from it; ``EXERCISES_05`` holds
-the exercises.
+Example:
+    >>> from labkit.grading.exercises import exercises_for
+    >>> [e.name for e in exercises_for(LESSON)]
+    ['reestimate_bn', 'class_weights_from_counts', 'medical_policy']
 """
 from __future__ import annotations
 
 import math
 import random
-import sys
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["EXERCISES_05", "tensor_to_json", "tensor_from_json"]
+from .protocol import call_learner, exercise, fail_raised, public_then_hidden, tensor_from_json, tensor_to_json
+
+__all__ = ["LESSON"]
 
 LESSON = "05_medical_domain_adaptation"
-_MAX_RAISED = 200
 
 
-# ---------------------------------------------------------------------------------------
-# Protocol plumbing
-# ---------------------------------------------------------------------------------------
-def _protocol():
-    """The checks module that loaded this file (it holds ``Exercise``, ``Checker``, ...)."""
-    parent = sys.modules.get(__name__.rpartition(".")[0])
-    if getattr(parent, "Exercise", None) is None:  # imported directly, as labkit.grading.checks_05
-        from labkit.grading import checks as parent
-    return parent
-
-
-Exercise = _protocol().Exercise
-
-
-def _public_then_hidden(cases: Callable[..., list]) -> Callable[..., list]:
-    """The protocol's cases(): the public cases, then (hidden=True) the drawn ones flagged hidden."""
-
-    def both(*, hidden: bool, rng: random.Random) -> list[dict]:
-        specs = [{**s, "hidden": False} for s in cases(hidden=False, rng=rng)]
-        if hidden:
-            specs += [{**s, "hidden": True} for s in cases(hidden=True, rng=rng)]
-        return specs
-
-    return both
-
-
-def _raised(exc: BaseException) -> dict:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return {"raised": text if len(text) <= _MAX_RAISED else text[: _MAX_RAISED - 1] + "…"}
-
-
-def tensor_to_json(t) -> dict:
-    """A tensor as ``{"shape": [...], "dtype": "float32", "data": [...]}``."""
-    t = t.detach().cpu()
-    return {"shape": list(t.shape), "dtype": str(t.dtype).replace("torch.", ""), "data": t.flatten().tolist()}
-
-
-def tensor_from_json(d: Any):
-    """The tensor of :func:`tensor_to_json`; ``None`` for anything malformed (untrusted input)."""
-    import torch
-
-    if not isinstance(d, dict) or not isinstance(d.get("shape"), list) or not isinstance(d.get("data"), list):
+def _tensor(d: Any):
+    """The float64 tensor an observation field describes, or None when it is malformed (untrusted input)."""
+    try:
+        return tensor_from_json(d).double()
+    except (ValueError, TypeError, RuntimeError):
         return None
-    shape, data = d["shape"], d["data"]
-    if not all(isinstance(s, int) and s >= 0 for s in shape) or math.prod(shape) != len(data):
-        return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
-        return None
-    return torch.tensor(data, dtype=torch.float64).reshape(shape)
-
-
-def _fail_raised(chk, shown: str, obs: dict) -> None:
-    chk.fail(f"{shown} raised {str(obs['raised'])[:_MAX_RAISED]}",
-             "call it yourself on a small example in a new cell to see the full traceback")
 
 
 # ---------------------------------------------------------------------------------------
@@ -137,16 +85,11 @@ def _bn_state(net) -> dict:
 
 
 def _bn_observe(obj: Any, spec: dict) -> dict:
-    if obj is None or not callable(obj):
-        return {"not_attempted": True} if obj is None else {"not_callable": type(obj).__name__}
-    net, batches = _bn_net(spec)
-    try:
-        obj(net, batches)
-    except NotImplementedError:
+    if obj is None:
         return {"not_attempted": True}
-    except Exception as exc:  # noqa: BLE001 - learner errors become observations
-        return _raised(exc)
-    return _bn_state(net)
+    net, batches = _bn_net(spec)
+    _, problem = call_learner(obj, net, batches)
+    return problem if problem is not None else _bn_state(net)
 
 
 def _bn_reference(spec: dict, how: str) -> dict:
@@ -188,50 +131,63 @@ def _close(a, b, tol: float = 1e-4) -> bool:
     return a is not None and b is not None and a.shape == b.shape and bool(((a - b).abs() <= tol * (1 + b.abs())).all())
 
 
+@exercise("05.reestimate_bn", lesson=LESSON, name="reestimate_bn", cases=public_then_hidden(_bn_cases),
+          observe=_bn_observe, params=("model", "batches"))
 def _bn_judge(spec: dict, obs: dict, chk) -> None:
     shown = "reestimate_bn(model, batches)"
     if not isinstance(obs, dict):
         chk.fail("the check got no usable observation of your function", "make sure it runs without printing errors")
     if "raised" in obs:
-        _fail_raised(chk, shown, obs)
+        fail_raised(chk, shown, obs)
     if "not_callable" in obs:
-        chk.fail(f"`reestimate_bn` is a {str(obs['not_callable'])[:40]}, not a function", "define it with `def reestimate_bn(model, batches):`")
+        chk.fail(f"`reestimate_bn` is a {str(obs['not_callable'])[:40]}, not a function",
+                 "define it with `def reestimate_bn(model, batches):`")
     ref = _bn_reference(spec, "correct")
     keys = ("means", "vars", "counts", "momenta", "modes", "params", "params_sq")
     if any(not isinstance(obs.get(k), list) or len(obs[k]) != len(ref[k]) for k in keys):
-        chk.fail("the model came back with a different set of layers or parameters", "change the model's statistics in place; do not replace its layers")
-    got_m = [tensor_from_json(t) for t in obs["means"]]
-    got_v = [tensor_from_json(t) for t in obs["vars"]]
-    ref_m = [tensor_from_json(t) for t in ref["means"]]
-    ref_v = [tensor_from_json(t) for t in ref["vars"]]
+        chk.fail("the model came back with a different set of layers or parameters",
+                 "change the model's statistics in place; do not replace its layers")
+    got_m = [_tensor(t) for t in obs["means"]]
+    got_v = [_tensor(t) for t in obs["vars"]]
+    ref_m = [_tensor(t) for t in ref["means"]]
+    ref_v = [_tensor(t) for t in ref["vars"]]
     start = _bn_net(spec)[0]
     start_state = _bn_state(start)
-    if all(_close(g, tensor_from_json(s), 0) for g, s in zip(got_m, start_state["means"])):
+    if all(_close(g, _tensor(s), 0) for g, s in zip(got_m, start_state["means"])):
         chk.fail("the running statistics did not change",
                  "BatchNorm layers only record statistics in training mode: put them in train() during the pass")
     if not all(_close(g, r) for g, r in zip(got_m + got_v, ref_m + ref_v)):
-        for how, hint in (("all_train", "call model.eval() first and put only the BatchNorm layers in train(): dropout must be off during the pass"),
-                          ("ema", "a cumulative average needs momentum=None during the pass (momentum=0.1 blends into the old values)"),
-                          ("no_reset", "reset the statistics first (bn.reset_running_stats()), then average over the batches")):
+        for how, hint in (("all_train", "call model.eval() first and put only the BatchNorm layers in train(): dropout "
+                                        "must be off during the pass"),
+                          ("ema",
+                           "a cumulative average needs momentum=None during the pass (momentum=0.1 blends into the "
+                           "old values)"),
+                          ("no_reset", "reset the statistics first (bn.reset_running_stats()), then average over the "
+                                       "batches")):
             alt = _bn_reference(spec, how)
-            alt_all = [tensor_from_json(t) for t in alt["means"] + alt["vars"]]
+            alt_all = [_tensor(t) for t in alt["means"] + alt["vars"]]
             if all(_close(g, r) for g, r in zip(got_m + got_v, alt_all)):
                 chk.fail("the running statistics are not the average over the batches", hint)
         chk.fail("the running statistics are not the average over the batches of each batch's mean and variance",
-                 "reset each BatchNorm layer, set momentum=None, run every batch once in training mode under torch.no_grad()")
+                 "reset each BatchNorm layer, set momentum=None, run every batch once in training mode under "
+                 "torch.no_grad()")
     chk.ok("running mean and variance are the cumulative average over the batches")
     if not all(isinstance(a, (int, float)) and math.isclose(a, b, rel_tol=0, abs_tol=1e-12)
                for a, b in zip(obs["params"] + obs["params_sq"], ref["params"] + ref["params_sq"])):
-        chk.fail("a weight of the model changed", "no optimizer and no gradient: only the BatchNorm statistics may change")
+        chk.fail("a weight of the model changed",
+                 "no optimizer and no gradient: only the BatchNorm statistics may change")
     chk.ok("weights untouched")
     if obs["momenta"] != ref["momenta"]:
-        chk.fail("the BatchNorm momentum was not put back", "save each layer's momentum before the pass and restore it after")
+        chk.fail("the BatchNorm momentum was not put back",
+                 "save each layer's momentum before the pass and restore it after")
     if obs["counts"] != ref["counts"]:
         chk.fail("num_batches_tracked was not put back",
-                 "save each layer's num_batches_tracked before the pass and copy it back after (only the statistics may change)")
+                 "save each layer's num_batches_tracked before the pass and copy it back after (only the statistics "
+                 "may change)")
     if obs["modes"] != ref["modes"]:
         chk.fail("the model's train/eval mode was not restored",
-                 "remember each module's .training before the pass and set it back after (the model may have been in train or eval mode)")
+                 "remember each module's .training before the pass and set it back after (the model may have been in "
+                 "train or eval mode)")
     chk.ok("momentum, num_batches_tracked and train/eval mode restored")
 
 
@@ -247,34 +203,32 @@ def _cw_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
 def _cw_observe(obj: Any, spec: dict) -> dict:
     if obj is None:
         return {"not_attempted": True}
-    if not callable(obj):
-        return {"not_callable": type(obj).__name__}
-    try:
-        out = obj(list(spec["counts"]))
-    except NotImplementedError:
-        return {"not_attempted": True}
-    except Exception as exc:  # noqa: BLE001
-        return _raised(exc)
+    out, problem = call_learner(obj, list(spec["counts"]))
+    if problem is not None:
+        return problem
     if out is None:
         return {"not_attempted": True}
     try:
         values = out.detach().cpu().flatten().tolist() if hasattr(out, "detach") else (
             out.tolist() if hasattr(out, "tolist") else list(out))
         values = [float(v) for v in values]
-    except Exception:  # noqa: BLE001
+    except Exception:  # not a sequence of numbers: say which type came
         return {"returned_type": type(out).__name__}
     return {"values": values, "type": type(out).__name__}
 
 
+@exercise("05.class_weights", lesson=LESSON, name="class_weights_from_counts", cases=public_then_hidden(_cw_cases),
+          observe=_cw_observe, params=("counts",))
 def _cw_judge(spec: dict, obs: dict, chk) -> None:
     counts = spec["counts"]
     shown = f"class_weights_from_counts({counts})"
     if not isinstance(obs, dict):
         chk.fail("the check got no usable observation of your function", None)
     if "raised" in obs:
-        _fail_raised(chk, shown, obs)
+        fail_raised(chk, shown, obs)
     if "not_callable" in obs:
-        chk.fail("`class_weights_from_counts` is not a function", "define it with `def class_weights_from_counts(counts):`")
+        chk.fail("`class_weights_from_counts` is not a function",
+                 "define it with `def class_weights_from_counts(counts):`")
     if "returned_type" in obs or not isinstance(obs.get("values"), list):
         chk.fail(f"{shown} returned a {str(obs.get('returned_type', '?'))[:40]}, not a list of numbers",
                  "return a list or a 1-D tensor with one weight per class")
@@ -282,7 +236,8 @@ def _cw_judge(spec: dict, obs: dict, chk) -> None:
     if not all(isinstance(v, float) and math.isfinite(v) for v in got):
         chk.fail(f"{shown} returned values that are not finite numbers", "return one finite weight per class")
     if len(got) != len(counts):
-        chk.fail(f"{shown} returned {len(got)} weights for {len(counts)} classes", "one weight per class, in class order")
+        chk.fail(f"{shown} returned {len(got)} weights for {len(counts)} classes",
+                 "one weight per class, in class order")
     chk.ok("one weight per class")
     n, k = sum(counts), len(counts)
     want = [n / (k * c) for c in counts]
@@ -291,18 +246,21 @@ def _cw_judge(spec: dict, obs: dict, chk) -> None:
         return
     inverse = [1 / c for c in counts]
     if all(math.isclose(g, w, rel_tol=1e-5) for g, w in zip(got, inverse)):
-        chk.fail(f"{shown} returned 1 / count", "scale them so the average weight per image is 1: N / (classes x count)")
+        chk.fail(f"{shown} returned 1 / count",
+                 "scale them so the average weight per image is 1: N / (classes x count)")
     share = [c / n for c in counts]
     if all(math.isclose(g, w, rel_tol=1e-5) for g, w in zip(got, share)) or (
-            len(set(counts)) > 1 and all((a - b) * (ca - cb) > 0 for a, ca in zip(got, counts) for b, cb in zip(got, counts) if ca != cb)):
-        chk.fail(f"{shown} gives the common classes the larger weights", "a rare class needs a larger weight: divide by its count")
-    chk.fail(f"{shown} returned {[round(v, 4) for v in got[:6]]}", "weight of class c = N / (number of classes x count of c), N = total images")
+            len(set(counts)) > 1 and all((a - b) * (ca - cb) > 0 for a, ca in zip(got, counts)
+                                         for b, cb in zip(got, counts) if ca != cb)):
+        chk.fail(f"{shown} gives the common classes the larger weights",
+                 "a rare class needs a larger weight: divide by its count")
+    chk.fail(f"{shown} returned {[round(v, 4) for v in got[:6]]}",
+             "weight of class c = N / (number of classes x count of c), N = total images")
 
 
 # ---------------------------------------------------------------------------------------
 # 05.medical_policy: strategy and BatchNorm policy for a medical project
 # ---------------------------------------------------------------------------------------
-_STRATEGIES = ("feature_extraction", "partial_finetune", "full_finetune")
 _BN = ("freeze", "update", "adapt")
 #: The lesson's scenarios: (labelled images, domain gap, new scanner seen only through unlabelled images).
 _SCENARIOS = {
@@ -332,8 +290,8 @@ def _expected(n: int, gap: float, new_scanner: bool) -> tuple[str, str]:
 def _mp_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
     if not hidden:
         small, distant = _rule()
-        points = [list(v) for v in _SCENARIOS.values()] + [[small - 1, distant, False], [small, round(distant - 0.01, 2), True],
-                                                            [50, 0.1, True]]
+        edges = [[small - 1, distant, False], [small, round(distant - 0.01, 2), True], [50, 0.1, True]]
+        points = [list(v) for v in _SCENARIOS.values()] + edges
         return [{"points": points}]
     small, _ = _rule()
     points = [[rng.choice([rng.randint(1, small - 1), rng.randint(small, 5_000_000)]), round(rng.random(), 2),
@@ -344,19 +302,13 @@ def _mp_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
 def _mp_observe(obj: Any, spec: dict) -> dict:
     if obj is None:
         return {"not_attempted": True}
-    if not callable(obj):
-        return {"not_callable": type(obj).__name__}
     answers = []
     for n, gap, new_scanner in spec["points"]:
-        try:
-            out = obj(n, gap, new_scanner)
-        except NotImplementedError:
-            if not answers:
-                return {"not_attempted": True}
-            answers.append({"raised": "NotImplementedError"})
-            continue
-        except Exception as exc:  # noqa: BLE001
-            answers.append(_raised(exc))
+        out, problem = call_learner(obj, n, gap, new_scanner)
+        if problem is not None and ("not_callable" in problem or (problem.get("not_attempted") and not answers)):
+            return problem
+        if problem is not None:
+            answers.append({"raised": "NotImplementedError"} if problem.get("not_attempted") else problem)
             continue
         if isinstance(out, (tuple, list)):
             answers.append([x[:40] if isinstance(x, str) else repr(x)[:40] for x in out][:3])
@@ -365,11 +317,16 @@ def _mp_observe(obj: Any, spec: dict) -> dict:
     return {"answers": answers}
 
 
+@exercise("05.medical_policy", lesson=LESSON, name="medical_policy", cases=public_then_hidden(_mp_cases),
+          observe=_mp_observe, params=("n_images", "domain_gap", "new_scanner"))
 def _mp_judge(spec: dict, obs: dict, chk) -> None:
+    from labkit.strategy import STRATEGIES as _STRATEGIES
+
     if not isinstance(obs, dict):
         chk.fail("the check got no usable observation", None)
     if "not_callable" in obs:
-        chk.fail("`medical_policy` is not a function", "define it with `def medical_policy(n_images, domain_gap, new_scanner):`")
+        chk.fail("`medical_policy` is not a function",
+                 "define it with `def medical_policy(n_images, domain_gap, new_scanner):`")
     points, answers = spec["points"], obs.get("answers")
     if not isinstance(answers, list) or len(answers) != len(points):
         chk.fail("the check got no usable observation", None)
@@ -377,7 +334,7 @@ def _mp_judge(spec: dict, obs: dict, chk) -> None:
     for (n, gap, new_scanner), got in zip(points, answers):
         shown = f"medical_policy({n:_}, {gap}, {new_scanner})"
         if isinstance(got, dict) and "raised" in got:
-            _fail_raised(chk, shown, got)
+            fail_raised(chk, shown, got)
         if not isinstance(got, list) or len(got) != 2:
             chk.fail(f"{shown} returned {str(got.get('returned', got) if isinstance(got, dict) else got)[:60]}",
                      "return a pair (strategy, bn), e.g. (\"feature_extraction\", \"freeze\")")
@@ -392,26 +349,21 @@ def _mp_judge(spec: dict, obs: dict, chk) -> None:
         near = "distant" if gap >= distant else "similar"
         if strategy != want_s:
             problems.append((f"{shown}: the strategy is not what the decision rule gives",
-                             f"{n:,} labelled images is {size} data (small: fewer than {small:,}) and a gap of {gap} is {near} "
+                             f"{n:,} labelled images is {size} data (small: fewer than {small:,}) and a gap of {gap} "
+f"is {near} "
                              f"(distant: {distant} or more); labkit.strategy.choose_strategy applies the rule"))
         if bn != want_bn:
             if new_scanner:
                 hint = ("a new scanner seen only through unlabelled images: re-estimate BatchNorm on them ('adapt'), "
                         "whatever the training data")
             elif bn == "adapt":
-                hint = "'adapt' is for a new scanner or site seen only through unlabelled images; without one, follow bn_advice"
+                hint = ("'adapt' is for a new scanner or site seen only through unlabelled images; without one, "
+                        "follow bn_advice")
             else:
-                hint = "small data gives noisy batch statistics (keep BatchNorm frozen); with lots of data they can update"
+                hint = ("small data gives noisy batch statistics (keep BatchNorm frozen); with lots of data they can "
+                        "update")
             problems.append((f"{shown}: the BatchNorm policy is not right", hint))
         if problems:
             chk.fail_many(problems)
     chk.ok("returns a (strategy, bn) pair from the vocabulary")
     chk.ok("strategy from data size and domain gap, BatchNorm from data size or a new scanner")
-
-
-EXERCISES_05: list = [
-    Exercise("05.reestimate_bn", LESSON, "reestimate_bn", _public_then_hidden(_bn_cases), _bn_observe, _bn_judge, ("model", "batches")),
-    Exercise("05.class_weights", LESSON, "class_weights_from_counts", _public_then_hidden(_cw_cases), _cw_observe, _cw_judge, ("counts",)),
-    Exercise("05.medical_policy", LESSON, "medical_policy", _public_then_hidden(_mp_cases), _mp_observe, _mp_judge,
-             ("n_images", "domain_gap", "new_scanner")),
-]

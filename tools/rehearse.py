@@ -4,7 +4,7 @@ In Colab a lesson's ``load_backbone("resnet18")`` calls
 ``torchvision.models.get_model("resnet18", weights=ResNet18_Weights.DEFAULT)``, which reads
 ``$TORCH_HOME/hub/checkpoints/resnet18-f37072fd.pth`` (downloading it on first use), and the
 preprocessing that belongs to those weights (resize 256, centre crop 224, ImageNet mean/std).
-Offline runs and CI never take that path (``LABKIT_OFFLINE=1`` swaps in the 64 px
+Offline runs and CI never take that path (``LABKIT_OFFLINE=1`` swaps in
 EfficientNet-Lite0 at 112 px), so this module rehearses it:
 
 1. It writes a **stand-in ResNet-18 checkpoint** (:func:`build_stand_in_state_dict`) under
@@ -29,7 +29,7 @@ checks the real code path, names, shapes and 224 px compute; its accuracy figure
 nothing, so the report prints the lessons' lines for reading, not for judging.
 
 Example:
-    >>> from labkit.build.rehearse import rehearse
+    >>> from tools.rehearse import rehearse
     >>> results = rehearse(["02"])  # doctest: +SKIP
     02_first_layer_filters       ok        12.3 s wall (kernel CPU 15 s)  device cpu ...
 """
@@ -47,6 +47,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
+
+from tools import CHECKOUT
 
 __all__ = [
     "LessonResult",
@@ -67,7 +69,7 @@ STAND_IN_NOTE = (
     f"stand-in ResNet-18 checkpoint: torchvision's random initialisation under torch seed {STAND_IN_SEED}; "
     "NOT ImageNet weights (the rehearsal checks the Colab code path, not accuracy)"
 )
-SOLUTIONS_DIR = Path(__file__).resolve().parents[2] / "solutions"
+SOLUTIONS_DIR = CHECKOUT / "solutions"
 # A closed port on the loopback address: every proxied HTTP(S) request fails at once.
 _DEAD_PROXY = "http://127.0.0.1:9"
 _PROXY_VARS = ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
@@ -197,7 +199,7 @@ def colab_like_env(torch_home: str | Path, *, base: dict | None = None, data: st
         env["LABKIT_PHOTOS"] = str(Path(photos).resolve())
     env.setdefault("LABKIT_PROGRESS", "0")  # progress bars only clutter the stored outputs
     env.setdefault("MPLBACKEND", "Agg")
-    root = str(Path(__file__).resolve().parents[2])
+    root = str(CHECKOUT)
     path = env.get("PYTHONPATH")
     env["PYTHONPATH"] = root if not path else (path if root in path.split(os.pathsep) else root + os.pathsep + path)
     return env
@@ -353,8 +355,8 @@ def rehearse(lessons: Sequence[str] | None = None, *, solutions: str | Path = SO
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m labkit rehearse [LESSON ...] [--save DIR] [--timeout S]``; exit 1 when a lesson fails."""
-    parser = argparse.ArgumentParser(prog="python -m labkit rehearse", description=__doc__.split("\n\n")[0])
+    """``python -m tools.rehearse [LESSON ...] [--save DIR] [--timeout S]``; exit 1 when a lesson fails."""
+    parser = argparse.ArgumentParser(prog="python -m tools.rehearse", description=__doc__.split("\n\n")[0])
     parser.add_argument("lessons", nargs="*", help="lesson numbers or name prefixes (default: all)")
     parser.add_argument("--save", metavar="DIR", help="keep the executed notebooks in DIR")
     parser.add_argument("--timeout", type=int, default=1800, help="seconds allowed per cell (default 1800)")
@@ -367,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         find_lessons(args.lessons or None, solutions=args.solutions)
     except (ValueError, FileNotFoundError) as e:
-        print(f"labkit rehearse: {e}", file=sys.stderr)
+        print(f"tools.rehearse: {e}", file=sys.stderr)
         return 2
     results = rehearse(args.lessons or None, solutions=args.solutions, timeout=args.timeout, save_to=args.save,
                        data=args.data, photos=args.photos)

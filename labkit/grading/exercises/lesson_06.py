@@ -1,102 +1,32 @@
-"""Exercise checks of lesson 06 (parameter-efficient fine-tuning with LoRA), in the protocol form.
+"""Lesson 06's exercises (LoRA): 06.lora_param_count, 06.merged_weight, 06.choose_adaptation.
 
-Each exercise is split into three pure parts (see CHECKS_PROTOCOL.md):
+Declared with ``@exercise`` (the protocol of docs/EXERCISES.md). No peft here: the references are
+the formulas (``tests/test_check_variants_06.py`` checks them against peft). The large-data
+threshold of :func:`choose_adaptation_reference` is lesson 04's, from :mod:`labkit.strategy`.
 
-* ``cases(hidden=..., rng=...)``: JSON-safe case specs (public ones fixed; hidden ones drawn
-  from ``rng`` within the same stated contract);
-* ``observe(obj, spec)``: runs the learner's object on inputs rebuilt from the spec and
-  returns a JSON-safe observation (never a verdict); learner errors become ``{"raised": ...}``,
-  stubs ``{"not_attempted": true}``;
-* ``judge(spec, observation, chk)``: rebuilds the reference from the spec, treats the
-  observation as untrusted data and calls ``chk.ok`` / ``chk.fail``.
-
-Standard library and torch only (imported lazily; no peft: the references are the formulas,
-and ``tests/test_check_variants_06.py`` checks them against peft). ``checks.py`` loads this
-file by path (``_load_lesson_checks``) and ``Exercise`` comes from it; ``EXERCISES_06`` holds
-the exercises.
+Example:
+    >>> choose_adaptation_reference(500, 1, 400, 330, 3.5)
+    'lora'
 """
 from __future__ import annotations
 
 import math
 import random
-import sys
-from typing import Any, Callable
+from typing import Any
 
-__all__ = ["EXERCISES_06", "choose_adaptation_reference"]
+from .protocol import call_learner, exercise, fail_raised, public_then_hidden, tensor_from_json, tensor_to_json
+
+__all__ = ["LESSON", "choose_adaptation_reference"]
 
 LESSON = "06_parameter_efficient_finetuning"
-_MAX_RAISED = 200
 
 
-# ---------------------------------------------------------------------------------------
-# Protocol plumbing
-# ---------------------------------------------------------------------------------------
-def _protocol():
-    """The checks module that loaded this file (it holds ``Exercise``, ``Checker``, ...)."""
-    parent = sys.modules.get(__name__.rpartition(".")[0])
-    if getattr(parent, "Exercise", None) is None:  # imported directly, as labkit.grading.checks_06
-        from labkit.grading import checks as parent
-    return parent
-
-
-Exercise = _protocol().Exercise
-
-
-def _public_then_hidden(cases: Callable[..., list]) -> Callable[..., list]:
-    """The protocol's cases(): the public cases, then (hidden=True) the drawn ones flagged hidden."""
-
-    def both(*, hidden: bool, rng: random.Random) -> list[dict]:
-        specs = [{**s, "hidden": False} for s in cases(hidden=False, rng=rng)]
-        if hidden:
-            specs += [{**s, "hidden": True} for s in cases(hidden=True, rng=rng)]
-        return specs
-
-    return both
-
-
-def _raised(exc: BaseException) -> dict:
-    text = " ".join(f"{type(exc).__name__}: {exc}".split())
-    return {"raised": text if len(text) <= _MAX_RAISED else text[: _MAX_RAISED - 1] + "…",
-            "error_type": type(exc).__name__}
-
-
-def _fail_raised(chk, shown: str, obs: dict) -> None:
-    chk.fail(f"{shown} raised {str(obs['raised'])[:_MAX_RAISED]}",
-             "call it yourself on a small example in a new cell to see the full traceback")
-
-
-def _tensor_to_json(t) -> dict:
-    t = t.detach().cpu()
-    return {"shape": list(t.shape), "data": t.double().flatten().tolist()}
-
-
-def _tensor_from_json(d: Any):
-    """The tensor of :func:`_tensor_to_json`; ``None`` for anything malformed (untrusted input)."""
-    import torch
-
-    if not isinstance(d, dict) or not isinstance(d.get("shape"), list) or not isinstance(d.get("data"), list):
-        return None
-    shape, data = d["shape"], d["data"]
-    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape) or math.prod(shape) != len(data):
-        return None
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in data):
-        return None
-    return torch.tensor(data, dtype=torch.float64).reshape(shape)
-
-
-def _call(obj: Any, *args) -> tuple[Any, dict | None]:
-    """(result, None), or (None, observation) for a stub, a non-function or an error."""
-    if obj is None:
-        return None, {"not_attempted": True}
-    if not callable(obj):
-        return None, {"not_callable": type(obj).__name__[:40]}
+def _tensor(d: Any):
+    """The float64 tensor an observation field describes, or None when it is malformed (untrusted input)."""
     try:
-        out = obj(*args)
-    except NotImplementedError:
-        return None, {"not_attempted": True}
-    except Exception as exc:  # noqa: BLE001 - learner errors become observations
-        return None, _raised(exc)
-    return out, None
+        return tensor_from_json(d).double()
+    except (ValueError, TypeError, RuntimeError):
+        return None
 
 
 def _usable(chk, obs: Any, shown: str, define: str) -> None:
@@ -104,7 +34,7 @@ def _usable(chk, obs: Any, shown: str, define: str) -> None:
     if not isinstance(obs, dict):
         chk.fail("the check got no usable observation of your function", "make sure it runs without printing errors")
     if "raised" in obs:
-        _fail_raised(chk, shown, obs)
+        fail_raised(chk, shown, obs)
     if "not_callable" in obs:
         chk.fail(f"you passed a {str(obs['not_callable'])[:40]}, not a function", f"define it with `{define}`")
 
@@ -133,12 +63,15 @@ def _count_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
         n_in, n_out = rng.randint(3, 600), rng.randint(3, 600)
         while n_out == n_in:
             n_out = rng.randint(3, 600)
-        specs.append({"kind": kind, "in": n_in, "out": n_out, "bias": rng.random() < 0.5, "r": rng.choice([1, 2, 4, 8, 16, 32])})
+        specs.append({"kind": kind, "in": n_in, "out": n_out, "bias": rng.random() < 0.5,
+                      "r": rng.choice([1, 2, 4, 8, 16, 32])})
     return specs
 
 
 def _count_observe(obj: Any, spec: dict) -> dict:
-    out, problem = _call(obj, _layer(spec), spec["r"])
+    if obj is None:
+        return {"not_attempted": True}
+    out, problem = call_learner(obj, _layer(spec), spec["r"])
     if problem is not None:
         return problem
     if out is None:
@@ -149,11 +82,13 @@ def _count_observe(obj: Any, spec: dict) -> dict:
         return {"value": int(out), "type": "int"}
     try:  # a tensor, a float or a NumPy number: say what it was
         value = float(out.item() if hasattr(out, "item") else out)
-    except Exception:  # noqa: BLE001
+    except Exception:  # not a number: say which type came
         return {"type": type(out).__name__[:40]}
     return {"value": value, "type": type(out).__name__[:40]}
 
 
+@exercise("06.lora_param_count", lesson=LESSON, name="lora_param_count", cases=public_then_hidden(_count_cases),
+          observe=_count_observe, params=("layer", "r"))
 def _count_judge(spec: dict, obs: dict, chk) -> None:
     r, n_in, n_out = spec["r"], spec["in"], spec["out"]
     what = "nn.Linear" if spec["kind"] == "linear" else "1x1 nn.Conv2d"
@@ -168,8 +103,10 @@ def _count_judge(spec: dict, obs: dict, chk) -> None:
         ins, outs = ("in_features", "out_features") if spec["kind"] == "linear" else ("in_channels", "out_channels")
         layer_own = n_in * n_out + (n_out if spec["bias"] else 0)
         mistakes = [
-            (n_in * n_out, "that is the layer's own weight matrix; LoRA trains two thin matrices A (r x in) and B (out x r) instead"),
-            (r * n_in * n_out, "A is r x in and B is out x r: their sizes add up, r * in + out * r, they do not multiply"),
+            (n_in * n_out,
+             "that is the layer's own weight matrix; LoRA trains two thin matrices A (r x in) and B (out x r) instead"),
+            (r * n_in * n_out,
+             "A is r x in and B is out x r: their sizes add up, r * in + out * r, they do not multiply"),
             (n_in + n_out, "each of A and B has r rows or columns: multiply by the rank r"),
             (r * n_in, "that is only A (r x in); B (out x r) trains too"),
             (r * n_out, "that is only B (out x r); A (r x in) trains too"),
@@ -225,9 +162,11 @@ def _merge_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
 
 
 def _merge_observe(obj: Any, spec: dict) -> dict:
+    if obj is None:
+        return {"not_attempted": True}
     w, a, b = _merge_inputs(spec)
     given = (w.clone(), a.clone(), b.clone())
-    out, problem = _call(obj, given[0], given[1], given[2], spec["alpha"], spec["r"])
+    out, problem = call_learner(obj, given[0], given[1], given[2], spec["alpha"], spec["r"])
     if problem is not None:
         return problem
     if out is None:
@@ -239,21 +178,24 @@ def _merge_observe(obj: Any, spec: dict) -> dict:
             import torch
 
             out = torch.as_tensor(out)
-        except Exception:  # noqa: BLE001
+        except Exception:  # not convertible to a tensor: say which type came
             return {"type": type(out).__name__[:40], "changed": changed}
     try:
-        return {"result": _tensor_to_json(out), "changed": changed}
-    except Exception:  # noqa: BLE001
+        return {"result": tensor_to_json(out.detach().double()), "changed": changed}
+    except Exception:  # not a tensor the codec takes (e.g. complex): say which type came
         return {"type": type(out).__name__[:40], "changed": changed}
 
 
+@exercise("06.merged_weight", lesson=LESSON, name="merged_weight", cases=public_then_hidden(_merge_cases),
+          observe=_merge_observe, params=("weight", "lora_A", "lora_B", "alpha", "r"))
 def _merge_judge(spec: dict, obs: dict, chk) -> None:
     shape = [spec["out"], spec["in"]] + ([1, 1] if spec["kind"] == "conv1x1" else [])
     shown = f"merged_weight(<W {'x'.join(map(str, shape))}>, A, B, alpha={spec['alpha']}, r={spec['r']})"
     _usable(chk, obs, shown, "def merged_weight(weight, lora_A, lora_B, alpha, r):")
-    got = _tensor_from_json(obs.get("result"))
+    got = _tensor(obs.get("result"))
     if got is None:
-        chk.fail(f"{shown} returned a {str(obs.get('type', '?'))[:40]}, not a tensor", "return a tensor shaped like weight")
+        chk.fail(f"{shown} returned a {str(obs.get('type', '?'))[:40]}, not a tensor",
+                 "return a tensor shaped like weight")
     if list(got.shape) != shape:
         hint = ("for a 1x1 convolution, compute the product on the 2-D matrices (.flatten(1) or [:, :, 0, 0]) and "
                 "reshape it to weight.shape" if spec["kind"] == "conv1x1" else
@@ -268,7 +210,8 @@ def _merge_judge(spec: dict, obs: dict, chk) -> None:
         for how, hint in (("no_scaling", "multiply B @ A by alpha / r before adding it"),
                           ("inverse_scaling", "the scale is alpha / r, not r / alpha"),
                           ("alpha_only", "divide alpha by the rank r: the scale is alpha / r"),
-                          ("delta_only", "the merged weight is the frozen weight plus the update: W + (alpha / r) * B @ A")):
+                          ("delta_only", "the merged weight is the frozen weight plus the update: "
+                                         "W + (alpha / r) * B @ A")):
             if close(_merge_reference(spec, how)):
                 chk.fail(f"{shown} returned a different weight", hint)
         chk.fail(f"{shown} returned a different weight", "W + (alpha / r) * (B @ A), with B out x r and A r x in")
@@ -286,13 +229,14 @@ def _merge_judge(spec: dict, obs: dict, chk) -> None:
 # 06.choose_adaptation: feature extraction, LoRA or full fine-tuning
 # ---------------------------------------------------------------------------------------
 _CHOICES = ("feature_extraction", "lora", "full_finetune")
-_LARGE = 10_000  # the course's threshold for large data (lesson 04)
 
 
-def _rule(point: list, *, strict: bool = False, large_from: int = _LARGE, full_copies: bool = True,
+def _rule(point: list, *, strict: bool = False, large_from: int | None = None, full_copies: bool = True,
           shared_backbone: bool = True, small: str = "lora", full: bool = True) -> str | None:
     """The lesson's rule with one thing changed (a mistake the judge tests for); None: ValueError."""
     n, tasks, storage, model, adapter = point
+    if large_from is None:  # lesson 04's threshold, from its one home (judge side: imported lazily)
+        from labkit.strategy import SMALL_DATA as large_from
 
     def fits(need: float) -> bool:
         return need < storage if strict else need <= storage
@@ -354,9 +298,11 @@ def _choose_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
 
 
 def _choose_observe(obj: Any, spec: dict) -> dict:
+    if obj is None:
+        return {"not_attempted": True}
     answers = []
     for point in spec["points"]:
-        out, problem = _call(obj, *point)
+        out, problem = call_learner(obj, *point)
         if problem is not None:
             if problem.get("not_attempted") or "not_callable" in problem:
                 if not answers or "not_callable" in problem:
@@ -370,11 +316,19 @@ def _choose_observe(obj: Any, spec: dict) -> dict:
     return {"answers": answers}
 
 
+def _mistakes() -> tuple:
+    """The mistakes the judge tests for: a change to :func:`_rule` and its hint."""
+    from labkit.strategy import SMALL_DATA
+
+    just_large = ({"large_from": SMALL_DATA + 1},
+                  f"{SMALL_DATA:,} labelled images already counts as large data (n_images >= {SMALL_DATA:_})")
+    return (*_MISTAKES[:3], just_large, *_MISTAKES[3:])  # in the order the judge tries them
+
+
 _MISTAKES = (
     ({"full_copies": False}, "full fine-tuning keeps one whole model per task: tasks x model_mb must fit"),
     ({"shared_backbone": False}, "LoRA stores the shared backbone too: model_mb + tasks x adapter_mb must fit"),
     ({"strict": True}, "a budget that exactly holds what an option needs is enough: compare with <=, not <"),
-    ({"large_from": _LARGE + 1}, "10,000 labelled images already counts as large data (n_images >= 10_000)"),
     ({"small": "feature_extraction"}, ("small data does not rule LoRA out: the rule picks 'lora' whenever its "
                                        "storage fits, and feature extraction only when the adapters do not fit")),
     ({"full": False}, "with large data and room for every full copy, full fine-tuning is the first choice"),
@@ -384,8 +338,11 @@ _RULE_TEXT = ("storage: full fine-tuning = tasks x model_mb, LoRA = model_mb + t
               "else 'feature_extraction'")
 
 
+@exercise("06.choose_adaptation", lesson=LESSON, name="choose_adaptation", cases=public_then_hidden(_choose_cases),
+          observe=_choose_observe, params=("n_images", "n_tasks", "storage_mb", "model_mb", "adapter_mb"))
 def _choose_judge(spec: dict, obs: dict, chk) -> None:
-    _usable(chk, obs, "choose_adaptation(...)", "def choose_adaptation(n_images, n_tasks, storage_mb, model_mb, adapter_mb):")
+    _usable(chk, obs, "choose_adaptation(...)",
+            "def choose_adaptation(n_images, n_tasks, storage_mb, model_mb, adapter_mb):")
     points, answers = spec["points"], obs.get("answers")
     if not isinstance(answers, list) or len(answers) != len(points):
         chk.fail("the check got no usable observation", None)
@@ -397,21 +354,23 @@ def _choose_judge(spec: dict, obs: dict, chk) -> None:
             chk.fail("the check got a malformed observation", None)
         if want is None:
             if got.get("error_type") != "ValueError":
-                what = f"raised {str(got['raised'])[:80]}" if "raised" in got else f"returned {str(got.get('returned'))[:40]}"
+                what = (f"raised {str(got['raised'])[:80]}" if "raised" in got
+                        else f"returned {str(got.get('returned'))[:40]}")
                 no_error.append((f"{shown} {what}, but not even the backbone ({point[3]:g} MB) fits in {point[2]:g} MB",
                                  "when nothing fits, raise ValueError (with a message saying so)"))
             continue
         if "raised" in got:
-            _fail_raised(chk, shown, got)
+            fail_raised(chk, shown, got)
         returned = got.get("returned")
         if got.get("type") != "str" or returned not in _CHOICES:
             vocabulary_ok = False
-            problems.append((f"{shown} returned {str(returned)[:40]}", f"return one of {', '.join(map(repr, _CHOICES))}"))
+            problems.append((f"{shown} returned {str(returned)[:40]}",
+                             f"return one of {', '.join(map(repr, _CHOICES))}"))
         elif returned != want:
             problems.append((f"{shown} returned {returned!r}", None))
     if problems and vocabulary_ok:
         given = [a.get("returned") for a in answers]
-        for change, hint in _MISTAKES:
+        for change, hint in _mistakes():
             if all(_rule(p) is None or g == _rule(p, **change) for p, g in zip(points, given)):
                 chk.fail_many([(message, hint) for message, _ in problems[:4]])
         problems = [(message, _RULE_TEXT if i == 0 else None) for i, (message, _) in enumerate(problems)]
@@ -420,13 +379,3 @@ def _choose_judge(spec: dict, obs: dict, chk) -> None:
     if vocabulary_ok:
         chk.ok("one of 'feature_extraction', 'lora', 'full_finetune' for every project; ValueError when nothing fits")
     chk.ok("storage per option counted right, data size decides full fine-tuning")
-
-
-EXERCISES_06: list = [
-    Exercise("06.lora_param_count", LESSON, "lora_param_count", _public_then_hidden(_count_cases), _count_observe,
-             _count_judge, ("layer", "r")),
-    Exercise("06.merged_weight", LESSON, "merged_weight", _public_then_hidden(_merge_cases), _merge_observe,
-             _merge_judge, ("weight", "lora_A", "lora_B", "alpha", "r")),
-    Exercise("06.choose_adaptation", LESSON, "choose_adaptation", _public_then_hidden(_choose_cases), _choose_observe,
-             _choose_judge, ("n_images", "n_tasks", "storage_mb", "model_mb", "adapter_mb")),
-]

@@ -10,21 +10,23 @@ Everything here is drawn from a seed, so the same call gives the same pixels. Th
 * everyday objects (:func:`render_object`), the *near* bundled dataset ``objects``.
 * fluorescence-microscopy-like cells (:func:`render_cells`), the *distant* dataset ``cells``.
 
-``python -m labkit make-datasets`` rewrites ``datasets/`` byte for byte (same numpy, Pillow
-and zlib).
+``python -m tools.make_datasets`` rewrites ``datasets/`` byte for byte (same numpy, Pillow
+and zlib); ``python -m tools.synth`` writes ``objects`` and ``cells`` alone.
 """
 from __future__ import annotations
 
 import argparse
 import colorsys
 import math
+import sys
 from pathlib import Path
 from typing import Callable, NamedTuple
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from labkit.build._draw import blob, grid, keyed_rng, smooth_noise
+from tools import CHECKOUT_DATASETS
+from tools._draw import blob, grid, keyed_rng, smooth_noise
 
 __all__ = [
     "SHAPES",
@@ -143,7 +145,8 @@ def _shape_mask(kind: str, size: int, cx: float, cy: float, r: float, angle: flo
         cv.poly(_polygon(5, r * 1.2, angle, inner=0.45), cx, cy)
     elif kind == "cross":
         a, b = r, r * 0.36
-        pts = [(b, -b), (b, -a), (-b, -a), (-b, -b), (-a, -b), (-a, b), (-b, b), (-b, a), (b, a), (b, b), (a, b), (a, -b)]
+        pts = [(b, -b), (b, -a), (-b, -a), (-b, -b), (-a, -b), (-a, b),
+               (-b, b), (-b, a), (b, a), (b, b), (a, b), (a, -b)]
         cv.poly(_rotate(pts, angle), cx, cy)
     elif kind == "ring":
         cv.ellipse(cx, cy, r, r)
@@ -171,7 +174,8 @@ def _texture(rng: np.random.Generator, size: int, colour: np.ndarray, kind: str,
              orientation_deg: float = 0.0, period: tuple[float, float] = (4.0, 10.0)) -> np.ndarray:
     """A colour layer: flat, oriented stripes, checks, spots or mottled, with soft lighting."""
     xx, yy = grid(size)
-    light = 1.0 + rng.uniform(-0.25, 0.25) * ((xx - size / 2) / size) + rng.uniform(-0.25, 0.25) * ((yy - size / 2) / size)
+    light = (1.0 + rng.uniform(-0.25, 0.25) * ((xx - size / 2) / size)
+             + rng.uniform(-0.25, 0.25) * ((yy - size / 2) / size))
     layer = colour[None, None, :] * light[:, :, None]
     if kind == "stripes":
         t = math.radians(orientation_deg)
@@ -329,102 +333,170 @@ def _natural_or_random(rng: np.random.Generator, natural: np.ndarray) -> np.ndar
     return natural if rng.random() < 0.5 else _random_colour(rng)
 
 
+class _Layer:
+    """A transparent layer that an object's parts are painted onto in order (premultiplied colour, alpha)."""
+
+    def __init__(self, rng: np.random.Generator, size: int):
+        self.rng, self.size = rng, size
+        self.img = np.zeros((size, size, 3), dtype=np.float32)
+        self.alpha = np.zeros((size, size, 1), dtype=np.float32)
+
+    def put(self, shape: Callable[[_Canvas], object], colour: np.ndarray, tex: str = "flat") -> None:
+        """Draw ``shape`` into a fresh mask and paint it with ``colour`` in texture ``tex`` (random orientation)."""
+        cv = _Canvas(self.size)
+        shape(cv)
+        m = cv.mask()
+        self.img = _paste(self.img, _texture(self.rng, self.size, colour, tex, self.rng.uniform(0, 180)), m)
+        self.alpha = self.alpha + m * (1 - self.alpha)
+
+
+def _sometimes_stripes(rng: np.random.Generator, p: float) -> str:
+    return "stripes" if rng.random() < p else "flat"
+
+
+def _ball(lay: _Layer, cx: float, cy: float, s: float, flip: float, tilt: float) -> None:
+    rng = lay.rng
+    base = _random_colour(rng)
+    lay.put(lambda c: c.ellipse(cx, cy, s, s), base)
+    if rng.random() < 0.6:  # a seam band
+        band = _random_colour(rng)
+
+        def seam(c):
+            c.ellipse(cx, cy, s, s * 0.35, angle=tilt)
+            c.ellipse(cx, cy, s * 1.1, s * 0.18, fill=0, angle=tilt)
+        lay.put(seam, band)
+    xx, yy = grid(lay.size)
+    hl = np.exp(-((xx - cx + 0.35 * s) ** 2 + (yy - cy + 0.35 * s) ** 2) / (2 * (0.3 * s) ** 2))[:, :, None]
+    ball = _shape_mask("circle", lay.size, cx, cy, s * 0.97, 0)
+    lay.img = lay.img + 0.35 * hl * ball
+
+
+def _car(lay: _Layer, cx: float, cy: float, s: float, flip: float, tilt: float) -> None:
+    rng = lay.rng
+    body = _random_colour(rng)
+    w, h = 1.25 * s, 0.36 * s
+    lay.put(lambda c: c.poly([(-w, -h), (w, -h), (w, h), (-w, h)], cx, cy), body)
+    roof = -h - 0.8 * s * 0.62
+    top = [(-0.65 * w * flip, -h), (0.45 * w * flip, -h), (0.25 * w * flip, roof), (-0.45 * w * flip, roof)]
+    lay.put(lambda c: c.poly(top, cx, cy), body * 0.9)
+    win = [(x * 0.8, (y + h) * 0.7 - h) for x, y in top]
+    lay.put(lambda c: c.poly(win, cx, cy - 0.05 * s), _hsv(0.58, rng.uniform(0.1, 0.4), rng.uniform(0.6, 0.95)))
+    for dx in (-0.62 * w, 0.62 * w):
+        lay.put(lambda c, dx=dx: c.ellipse(cx + dx, cy + h, 0.32 * s, 0.32 * s), _hsv(0, 0, rng.uniform(0.05, 0.2)))
+        lay.put(lambda c, dx=dx: c.ellipse(cx + dx, cy + h, 0.13 * s, 0.13 * s), _hsv(0, 0, rng.uniform(0.5, 0.8)))
+
+
+def _fish(lay: _Layer, cx: float, cy: float, s: float, flip: float, tilt: float) -> None:
+    rng = lay.rng
+    body = _random_colour(rng)
+    tail = _rotate([(flip * 0.8 * s, 0), (flip * 1.45 * s, -0.55 * s), (flip * 1.45 * s, 0.55 * s)], tilt)
+    lay.put(lambda c: c.poly(tail, cx, cy), body * 0.85)
+    lay.put(lambda c: c.ellipse(cx, cy, 1.05 * s, 0.55 * s, angle=tilt), body, _sometimes_stripes(rng, 0.4))
+    ex, ey = cx - flip * 0.6 * s * math.cos(tilt), cy - flip * 0.6 * s * math.sin(tilt) - 0.12 * s
+    lay.put(lambda c: c.ellipse(ex, ey, 0.14 * s, 0.14 * s), _hsv(0, 0, 0.95))
+    lay.put(lambda c: c.ellipse(ex, ey, 0.07 * s, 0.07 * s), _hsv(0, 0, 0.05))
+
+
+def _flower(lay: _Layer, cx: float, cy: float, s: float, flip: float, tilt: float) -> None:
+    rng = lay.rng
+    stem = _hsv(rng.uniform(0.22, 0.4), rng.uniform(0.5, 0.9), rng.uniform(0.3, 0.6))
+    lay.put(lambda c: c.line([(0, 0.2 * s), (0.1 * s * flip, 1.6 * s)], cx, cy, 0.14 * s), stem)
+    lay.put(lambda c: c.ellipse(cx + 0.3 * s * flip, cy + 1.0 * s, 0.35 * s, 0.14 * s, angle=0.5 * flip), stem)
+    petal = _random_colour(rng)
+    n = int(rng.integers(5, 9))
+    a0 = rng.uniform(0, 2 * math.pi)
+    for i in range(n):
+        t = a0 + 2 * math.pi * i / n
+        px, py = cx + 0.55 * s * math.cos(t), cy + 0.55 * s * math.sin(t)
+        lay.put(lambda c, px=px, py=py, t=t: c.ellipse(px, py, 0.48 * s, 0.22 * s, angle=t), petal)
+    heart = _natural_or_random(rng, _hsv(rng.uniform(0.05, 0.16), 0.8, rng.uniform(0.4, 0.9)))
+    lay.put(lambda c: c.ellipse(cx, cy, 0.3 * s, 0.3 * s), heart)
+
+
+def _box(x0: float, y0: float, x1: float, y1: float) -> list[tuple[float, float]]:
+    """The corners of an axis-aligned rectangle, clockwise from (x0, y0)."""
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
+def _house(lay: _Layer, cx: float, cy: float, s: float, flip: float, tilt: float) -> None:
+    rng = lay.rng
+    wall = _hsv(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.55, 0.95))
+    roof_hue = rng.choice([0.0, 0.03, 0.07, 0.6])
+    roof = _natural_or_random(rng, _hsv(roof_hue, rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.6)))
+    w, h = 0.9 * s, 0.75 * s
+    lay.put(lambda c: c.poly(_box(-w, -0.1 * s, w, h + 0.1 * s), cx, cy), wall)
+    lay.put(lambda c: c.poly([(-1.2 * w, 0), (1.2 * w, 0), (0, -1.1 * s)], cx, cy), roof, _sometimes_stripes(rng, 0.3))
+    door = _box(-0.18 * s, 0.3 * s, 0.18 * s, h + 0.1 * s)
+    lay.put(lambda c: c.poly(door, cx + 0.4 * s * flip, cy), roof * 0.6)
+    window = _box(-0.2 * s, -0.2 * s, 0.2 * s, 0.2 * s)
+    lay.put(lambda c: c.poly(window, cx - 0.45 * s * flip, cy + 0.35 * s), _hsv(0.55, 0.3, 0.9))
+
+
+def _mug(lay: _Layer, cx: float, cy: float, s: float, flip: float, tilt: float) -> None:
+    rng = lay.rng
+    body = _random_colour(rng)
+    w, h = 0.7 * s, 0.85 * s
+
+    def handle(c):
+        c.ellipse(cx + flip * w, cy, 0.5 * s, 0.45 * s)
+        c.ellipse(cx + flip * w, cy, 0.3 * s, 0.26 * s, fill=0)
+
+    def cup(c):
+        c.poly(_box(-w, -h, w, h), cx, cy)
+        c.ellipse(cx, cy + h, w, 0.2 * s)
+    lay.put(handle, body * 0.85)
+    lay.put(cup, body, _sometimes_stripes(rng, 0.3))
+    lay.put(lambda c: c.ellipse(cx, cy - h, w, 0.2 * s), body * 0.45)
+
+
+def _mushroom(lay: _Layer, cx: float, cy: float, s: float, flip: float, tilt: float) -> None:
+    rng = lay.rng
+    cap_hue = rng.choice([0.0, 0.02, 0.06, 0.09])
+    cap = _natural_or_random(rng, _hsv(cap_hue, rng.uniform(0.5, 0.95), rng.uniform(0.45, 0.95)))
+    stem = _hsv(0.1, rng.uniform(0.05, 0.25), rng.uniform(0.75, 0.95))
+    lay.put(lambda c: c.poly([(-0.3 * s, -0.1 * s), (0.3 * s, -0.1 * s), (0.38 * s, 1.0 * s), (-0.38 * s, 1.0 * s)],
+                             cx, cy), stem)
+
+    def dome(c):
+        c.ellipse(cx, cy, 1.1 * s, 0.85 * s)
+        c.poly(_box(-1.3 * s, 0.0, 1.3 * s, s), cx, cy, fill=0)
+        c.ellipse(cx, cy - 0.02 * s, 1.1 * s, 0.2 * s)
+    lay.put(dome, cap)
+    if rng.random() < 0.6:
+        spots = [(rng.uniform(-0.7, 0.7) * s, rng.uniform(-0.65, -0.15) * s) for _ in range(int(rng.integers(3, 7)))]
+        lay.put(lambda c: [c.ellipse(cx + x, cy + y, 0.12 * s, 0.1 * s) for x, y in spots], _hsv(0, 0, 0.95))
+
+
+def _tree(lay: _Layer, cx: float, cy: float, s: float, flip: float, tilt: float) -> None:
+    rng = lay.rng
+    trunk = _hsv(rng.uniform(0.05, 0.1), rng.uniform(0.4, 0.7), rng.uniform(0.2, 0.45))
+    leaf_hue = rng.uniform(0.2, 0.42) if rng.random() < 0.8 else rng.uniform(0.03, 0.12)
+    leaf = _natural_or_random(rng, _hsv(leaf_hue, rng.uniform(0.45, 0.9), rng.uniform(0.3, 0.75)))
+    lay.put(lambda c: c.poly([(-0.16 * s, 0), (0.16 * s, 0), (0.22 * s, 1.4 * s), (-0.22 * s, 1.4 * s)], cx, cy), trunk)
+    if rng.random() < 0.5:  # broadleaf: a cluster of blobs
+        blobs = [(rng.uniform(-0.55, 0.55) * s, rng.uniform(-0.9, -0.1) * s, rng.uniform(0.45, 0.7) * s)
+                 for _ in range(int(rng.integers(4, 7)))]
+        lay.put(lambda c: [c.ellipse(cx + x, cy + y, r, r) for x, y, r in blobs], leaf, "mottled")
+    else:  # conifer: stacked triangles
+        tiers = ((0.95, 0.2), (0.8, -0.25), (0.6, -0.7))
+        lay.put(lambda c: [c.poly([(-w * s, y * s), (w * s, y * s), (0, (y - 0.9) * s)], cx, cy) for w, y in tiers],
+                leaf, "mottled")
+
+
+#: How each class of ``objects`` is drawn, in the order of OBJECT_CLASSES.
+_DRAWERS = {"ball": _ball, "car": _car, "fish": _fish, "flower": _flower, "house": _house, "mug": _mug,
+            "mushroom": _mushroom, "tree": _tree}
+
+
 def _draw_object(kind: str, rng: np.random.Generator, size: int, cx: float, cy: float, s: float):
     """Draw one object on a transparent layer; return (premultiplied colour HxWx3, alpha HxWx1)."""
     flip = -1.0 if rng.random() < 0.5 else 1.0
     tilt = rng.uniform(-0.25, 0.25)
-    img = np.zeros((size, size, 3), dtype=np.float32)
-    alpha = np.zeros((size, size, 1), dtype=np.float32)
-
-    def layer(colour, tex="flat", orient=0.0):
-        return _texture(rng, size, colour, tex, orient)
-
-    def put(canvas_fn, colour, tex="flat"):
-        nonlocal img, alpha
-        cv = _Canvas(size)
-        canvas_fn(cv)
-        m = cv.mask()
-        img = _paste(img, layer(colour, tex, rng.uniform(0, 180)), m)
-        alpha = alpha + m * (1 - alpha)
-
-    if kind == "ball":
-        base = _random_colour(rng)
-        put(lambda c: c.ellipse(cx, cy, s, s), base)
-        if rng.random() < 0.6:  # a seam band
-            band = _random_colour(rng)
-            put(lambda c: (c.ellipse(cx, cy, s, s * 0.35, angle=tilt), c.ellipse(cx, cy, s * 1.1, s * 0.18, fill=0, angle=tilt)), band)
-        xx, yy = grid(size)
-        hl = np.exp(-((xx - cx + 0.35 * s) ** 2 + (yy - cy + 0.35 * s) ** 2) / (2 * (0.3 * s) ** 2))[:, :, None]
-        ball = _shape_mask("circle", size, cx, cy, s * 0.97, 0)
-        img = img + 0.35 * hl * ball
-    elif kind == "car":
-        body = _random_colour(rng)
-        w, h = 1.25 * s, 0.36 * s
-        put(lambda c: c.poly([(-w, -h), (w, -h), (w, h), (-w, h)], cx, cy), body)
-        top = [(-0.65 * w * flip, -h), (0.45 * w * flip, -h), (0.25 * w * flip, -h - 0.8 * s * 0.62), (-0.45 * w * flip, -h - 0.8 * s * 0.62)]
-        put(lambda c: c.poly(top, cx, cy), body * 0.9)
-        win = [(x * 0.8, (y + h) * 0.7 - h) for x, y in top]
-        put(lambda c: c.poly(win, cx, cy - 0.05 * s), _hsv(0.58, rng.uniform(0.1, 0.4), rng.uniform(0.6, 0.95)))
-        for dx in (-0.62 * w, 0.62 * w):
-            put(lambda c, dx=dx: c.ellipse(cx + dx, cy + h, 0.32 * s, 0.32 * s), _hsv(0, 0, rng.uniform(0.05, 0.2)))
-            put(lambda c, dx=dx: c.ellipse(cx + dx, cy + h, 0.13 * s, 0.13 * s), _hsv(0, 0, rng.uniform(0.5, 0.8)))
-    elif kind == "fish":
-        body = _random_colour(rng)
-        put(lambda c: c.poly(_rotate([(flip * 0.8 * s, 0), (flip * 1.45 * s, -0.55 * s), (flip * 1.45 * s, 0.55 * s)], tilt), cx, cy), body * 0.85)
-        put(lambda c: c.ellipse(cx, cy, 1.05 * s, 0.55 * s, angle=tilt), body, "stripes" if rng.random() < 0.4 else "flat")
-        ex, ey = cx - flip * 0.6 * s * math.cos(tilt), cy - flip * 0.6 * s * math.sin(tilt) - 0.12 * s
-        put(lambda c: c.ellipse(ex, ey, 0.14 * s, 0.14 * s), _hsv(0, 0, 0.95))
-        put(lambda c: c.ellipse(ex, ey, 0.07 * s, 0.07 * s), _hsv(0, 0, 0.05))
-    elif kind == "flower":
-        stem = _hsv(rng.uniform(0.22, 0.4), rng.uniform(0.5, 0.9), rng.uniform(0.3, 0.6))
-        put(lambda c: c.line([(0, 0.2 * s), (0.1 * s * flip, 1.6 * s)], cx, cy, 0.14 * s), stem)
-        put(lambda c: c.ellipse(cx + 0.3 * s * flip, cy + 1.0 * s, 0.35 * s, 0.14 * s, angle=0.5 * flip), stem)
-        petal = _random_colour(rng)
-        n = int(rng.integers(5, 9))
-        a0 = rng.uniform(0, 2 * math.pi)
-        for i in range(n):
-            t = a0 + 2 * math.pi * i / n
-            put(lambda c, t=t: c.ellipse(cx + 0.55 * s * math.cos(t), cy + 0.55 * s * math.sin(t), 0.48 * s, 0.22 * s, angle=t), petal)
-        put(lambda c: c.ellipse(cx, cy, 0.3 * s, 0.3 * s), _natural_or_random(rng, _hsv(rng.uniform(0.05, 0.16), 0.8, rng.uniform(0.4, 0.9))))
-    elif kind == "house":
-        wall = _hsv(rng.random(), rng.uniform(0.1, 0.5), rng.uniform(0.55, 0.95))
-        roof = _natural_or_random(rng, _hsv(rng.choice([0.0, 0.03, 0.07, 0.6]), rng.uniform(0.2, 0.8), rng.uniform(0.25, 0.6)))
-        w, h = 0.9 * s, 0.75 * s
-        put(lambda c: c.poly([(-w, -0.1 * s), (w, -0.1 * s), (w, h + 0.1 * s), (-w, h + 0.1 * s)], cx, cy), wall)
-        put(lambda c: c.poly([(-1.2 * w, 0), (1.2 * w, 0), (0, -1.1 * s)], cx, cy), roof, "stripes" if rng.random() < 0.3 else "flat")
-        put(lambda c: c.poly([(-0.18 * s, 0.3 * s), (0.18 * s, 0.3 * s), (0.18 * s, h + 0.1 * s), (-0.18 * s, h + 0.1 * s)], cx + 0.4 * s * flip, cy), roof * 0.6)
-        put(lambda c: c.poly([(-0.2 * s, -0.2 * s), (0.2 * s, -0.2 * s), (0.2 * s, 0.2 * s), (-0.2 * s, 0.2 * s)], cx - 0.45 * s * flip, cy + 0.35 * s), _hsv(0.55, 0.3, 0.9))
-    elif kind == "mug":
-        body = _random_colour(rng)
-        w, h = 0.7 * s, 0.85 * s
-        put(lambda c: (c.ellipse(cx + flip * w, cy, 0.5 * s, 0.45 * s), c.ellipse(cx + flip * w, cy, 0.3 * s, 0.26 * s, fill=0)), body * 0.85)
-        put(lambda c: (c.poly([(-w, -h), (w, -h), (w, h), (-w, h)], cx, cy), c.ellipse(cx, cy + h, w, 0.2 * s)), body, "stripes" if rng.random() < 0.3 else "flat")
-        put(lambda c: c.ellipse(cx, cy - h, w, 0.2 * s), body * 0.45)
-    elif kind == "mushroom":
-        cap = _natural_or_random(rng, _hsv(rng.choice([0.0, 0.02, 0.06, 0.09]), rng.uniform(0.5, 0.95), rng.uniform(0.45, 0.95)))
-        stem = _hsv(0.1, rng.uniform(0.05, 0.25), rng.uniform(0.75, 0.95))
-        put(lambda c: c.poly([(-0.3 * s, -0.1 * s), (0.3 * s, -0.1 * s), (0.38 * s, 1.0 * s), (-0.38 * s, 1.0 * s)], cx, cy), stem)
-
-        def dome(c):
-            c.ellipse(cx, cy, 1.1 * s, 0.85 * s)
-            c.poly([(-1.3 * s, 0.0), (1.3 * s, 0.0), (1.3 * s, s), (-1.3 * s, s)], cx, cy, fill=0)
-            c.ellipse(cx, cy - 0.02 * s, 1.1 * s, 0.2 * s)
-        put(dome, cap)
-        if rng.random() < 0.6:
-            spots = [(rng.uniform(-0.7, 0.7) * s, rng.uniform(-0.65, -0.15) * s) for _ in range(int(rng.integers(3, 7)))]
-            put(lambda c: [c.ellipse(cx + x, cy + y, 0.12 * s, 0.1 * s) for x, y in spots], _hsv(0, 0, 0.95))
-    elif kind == "tree":
-        trunk = _hsv(rng.uniform(0.05, 0.1), rng.uniform(0.4, 0.7), rng.uniform(0.2, 0.45))
-        leaf = _natural_or_random(rng, _hsv(rng.uniform(0.2, 0.42) if rng.random() < 0.8 else rng.uniform(0.03, 0.12), rng.uniform(0.45, 0.9), rng.uniform(0.3, 0.75)))
-        put(lambda c: c.poly([(-0.16 * s, 0), (0.16 * s, 0), (0.22 * s, 1.4 * s), (-0.22 * s, 1.4 * s)], cx, cy), trunk)
-        if rng.random() < 0.5:  # broadleaf: a cluster of blobs
-            blobs = [(rng.uniform(-0.55, 0.55) * s, rng.uniform(-0.9, -0.1) * s, rng.uniform(0.45, 0.7) * s) for _ in range(int(rng.integers(4, 7)))]
-            put(lambda c: [c.ellipse(cx + x, cy + y, r, r) for x, y, r in blobs], leaf, "mottled")
-        else:  # conifer: stacked triangles
-            put(lambda c: [c.poly([(-w * s, y * s), (w * s, y * s), (0, (y - 0.9) * s)], cx, cy) for w, y in ((0.95, 0.2), (0.8, -0.25), (0.6, -0.7))], leaf, "mottled")
-    else:  # pragma: no cover - internal
+    if kind not in _DRAWERS:  # pragma: no cover - internal
         raise ValueError(kind)
-    return img, alpha
+    lay = _Layer(rng, size)
+    _DRAWERS[kind](lay, cx, cy, s, flip, tilt)
+    return lay.img, lay.alpha
 
 
 def _rotate_layers(arr: np.ndarray, angle: float, centre: tuple[float, float]) -> np.ndarray:
@@ -544,8 +616,8 @@ DATASETS: dict[str, _Spec] = {
         "Four kinds of cell (dividing, elongated, fragmented, round) in a dark greyscale field with "
         "out-of-focus blur and shot noise, like a fluorescence micrograph of stained nuclei. No colour, "
         "no hard edges: lesson 04 measured its gap from ImageNet at 0.51 on the offline "
-        "EfficientNet-Lite0, and uses it as the *distant* dataset of the domain-gap lesson. Images are stored as single-channel PNG; the "
-        "loaders convert them to 3-channel RGB.",
+        "EfficientNet-Lite0, and uses it as the *distant* dataset of the domain-gap lesson. Images are stored "
+        "as single-channel PNG; the loaders convert them to 3-channel RGB.",
     ),
 }
 
@@ -576,7 +648,7 @@ datasets/{name}/val/<class>/<nnn>.png
 
 ## How it was made
 
-Generated by `labkit/synth.py` (`python -m labkit make-datasets`), which rewrites this folder,
+Generated by `tools/synth.py` (`python -m tools.make_datasets`), which rewrites this folder,
 this README included, byte for byte. Image `i` of class `c` in split `s` is drawn from its own
 random stream seeded by (dataset, class, split, i), so any single image can be regenerated
 alone. Train and val images come from disjoint seeds.
@@ -607,7 +679,7 @@ def make_dataset(name: str, root: str | Path = "datasets", *, train: int | None 
     counts = {"train": spec.train if train is None else train, "val": spec.val if val is None else val}
     out = Path(root) / name
     for split, n in counts.items():
-        for ci, cls in enumerate(spec.classes):
+        for cls in spec.classes:
             folder = out / split / cls
             folder.mkdir(parents=True, exist_ok=True)
             for old in folder.glob("*.png"):
@@ -627,11 +699,11 @@ def make_datasets(root: str | Path = "datasets", *, names: list[str] | None = No
 
 
 def datasets_main(argv: list[str]) -> int:
-    """``python -m labkit make-datasets [--root DIR] [NAME ...]``: regenerate the bundled datasets."""
-    parser = argparse.ArgumentParser(prog="python -m labkit make-datasets", description=datasets_main.__doc__)
+    """``python -m tools.synth [--root DIR] [NAME ...]``: regenerate the bundled ``objects`` and ``cells``."""
+    parser = argparse.ArgumentParser(prog="python -m tools.synth", description=datasets_main.__doc__)
     parser.add_argument("names", nargs="*", metavar="NAME",
                         help=f"datasets to write (default: all of {', '.join(DATASETS)})")
-    parser.add_argument("--root", default=str(Path(__file__).resolve().parents[2] / "datasets"),
+    parser.add_argument("--root", default=str(CHECKOUT_DATASETS),
                         help="folder that holds the datasets (default: the checkout's datasets/)")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in DATASETS]
@@ -642,3 +714,7 @@ def datasets_main(argv: list[str]) -> int:
         mb = sum(p.stat().st_size for p in path.rglob("*")) / 1e6
         print(f"wrote {path}: {n} images, {mb:.2f} MB")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(datasets_main(sys.argv[1:]))

@@ -17,8 +17,8 @@ pretrained backbone, the same architecture at random initialisation, and the raw
 It also reports the first conv layer's structure against controls: labkit's Gabor-likeness
 of the real filters, their phase-randomized surrogates and blurred white noise.
 
-    python -m labkit probe                         # EfficientNet-Lite0, the offline backbone
-    python -m labkit probe --backbone resnet18     # torchvision's (needs its weights cached)
+    python -m tools.probe                          # EfficientNet-Lite0, the offline backbone
+    python -m tools.probe --backbone resnet18      # torchvision's (needs its weights cached)
 
 Real images are for evaluation only; nothing trains on them but the probe itself.
 """
@@ -62,7 +62,7 @@ def _check_size(size) -> None:
 
 def _need_sklearn():
     try:
-        import sklearn  # noqa: F401
+        import sklearn  # noqa: F401 - imported only to check that it is installed
     except ImportError as e:  # pragma: no cover - scikit-learn is in requirements.txt
         raise ImportError(
             "the digits probe needs scikit-learn (its digits dataset and logistic regression); "
@@ -409,8 +409,8 @@ def format_report(probe: ProbeResult, controls: dict | None = None, *, title: st
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m labkit probe [--backbone efficientnet_lite0] [--per-class 10] [--draws 10]``"""
-    p = argparse.ArgumentParser(prog="python -m labkit probe", description=__doc__.splitlines()[0])
+    """``python -m tools.probe [--backbone efficientnet_lite0] [--per-class 10] [--draws 10]``"""
+    p = argparse.ArgumentParser(prog="python -m tools.probe", description=__doc__.splitlines()[0])
     p.add_argument("--backbone", default="efficientnet_lite0", help="a load_backbone name (default: the offline one)")
     p.add_argument("--per-class", type=int, default=10, help="labelled images per class")
     p.add_argument("--draws", type=int, default=10, help="label draws (seeds 0..N-1)")

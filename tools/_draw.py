@@ -1,4 +1,4 @@
-"""Drawing primitives shared by the procedural image generators (private to labkit.build)."""
+"""Drawing primitives shared by the procedural image generators (``tools.synth``, ``tools.make_slides``)."""
 from __future__ import annotations
 
 import math

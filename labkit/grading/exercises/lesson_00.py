@@ -1,36 +1,24 @@
-"""Lesson 00's exercise checks, in the cases / observe / judge form of the check protocol.
+"""Lesson 00's exercises (pretrained models): 00.most_accurate_under, 00.head_info, 00.make_preprocessing.
 
-* ``cases(hidden=..., rng=...)`` gives JSON-safe case specs (public ones are fixed; hidden
-  ones are drawn from ``rng`` and flagged ``"hidden": True``).
-* ``observe(obj, spec)`` runs the learner's object on inputs rebuilt from the spec and
-  returns a JSON-safe description of what it did (never a verdict).
-* ``judge(spec, observation, chk)`` rebuilds the expected answer from the spec and calls
-  ``chk.ok`` / ``chk.fail``; it treats the observation as untrusted data.
+Declared with ``@exercise`` (the protocol of docs/EXERCISES.md). Observe runs in the learner's
+kernel and imports only torch, torchvision, NumPy and PIL (lazily); the judges run in the
+trusted process and take head locations from :mod:`labkit.heads`. A function that returns None
+is treated as the stub (``call_learner(..., none_is_stub=True)``).
 
-Standard library, torch, torchvision and PIL only (imported lazily). ``checks.py`` loads this
-file by path, as ``<its own module name>.checks_00``, the way the batch grader loads
-``checks.py`` itself; ``Exercise`` comes from that loading module, so nothing a submission
-redefines in ``labkit`` can change how lesson 00 is judged.
+Example:
+    >>> from labkit.grading.exercises import exercises_for
+    >>> [e.name for e in exercises_for(LESSON)]
+    ['most_accurate_under', 'head_info', 'make_preprocessing']
 """
 from __future__ import annotations
 
 import math
 import random
-import sys
 from typing import Any
 
-__all__ = ["EXERCISES_00", "LESSON"]
+from .protocol import call_learner, exercise
 
-
-def _protocol():
-    """The checks module that loaded this file (it holds ``Exercise``, ``Checker``, ...)."""
-    parent = sys.modules.get(__name__.rpartition(".")[0])
-    if getattr(parent, "Exercise", None) is None:  # imported directly, as labkit.grading.checks_00
-        from labkit.grading import checks as parent
-    return parent
-
-
-Exercise = _protocol().Exercise
+__all__ = ["LESSON"]
 
 LESSON = "00_pretrained_models"
 _MAX_TEXT = 200
@@ -40,26 +28,9 @@ _MAX_TEXT = 200
 def _text(value: Any) -> str:
     try:
         text = " ".join(str(value).split())
-    except Exception:  # noqa: BLE001 - a learner object with a broken __str__
+    except Exception:  # a learner object with a broken __str__
         text = f"<{type(value).__name__}>"
     return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 1] + "…"
-
-
-def _call(fn: Any, *args: Any) -> tuple[Any, dict | None]:
-    """Call learner code; return (value, None) or (None, an observation of what went wrong)."""
-    if not callable(fn):
-        return None, {"not_callable": type(fn).__name__}
-    try:
-        value = fn(*args)
-    except NotImplementedError as exc:
-        return None, {"not_attempted": True, "raised": _text(f"NotImplementedError: {exc}")}
-    except SystemExit:
-        return None, {"raised": "SystemExit: exit() was called"}
-    except Exception as exc:  # noqa: BLE001 - learner errors become observations
-        return None, {"raised": _text(f"{type(exc).__name__}: {exc}"), "error_type": type(exc).__name__}
-    if value is None:
-        return None, {"not_attempted": True, "returned_none": True, "why": "returned None"}
-    return value, None
 
 
 def _describe(value: Any, depth: int = 0) -> dict:
@@ -90,7 +61,7 @@ def _describe(value: Any, depth: int = 0) -> dict:
             return out
         if isinstance(value, torch.nn.Module):
             return {"type": "Module", "class": kind}
-    except Exception:  # noqa: BLE001
+    except Exception:  # a returned object whose methods raise: describe it by type only
         pass
     return {"type": kind, "text": _text(value)}
 
@@ -98,7 +69,8 @@ def _describe(value: Any, depth: int = 0) -> dict:
 def _raised_fail(chk: Any, shown: str, observation: dict) -> None:
     """Fail for the generic problems an observation can report (errors, wrong object kinds)."""
     if observation.get("not_callable"):
-        chk.fail(f"the answer is a {observation['not_callable']}, not a function", "define it with `def ...(...):` and run that cell")
+        chk.fail(f"the answer is a {observation['not_callable']}, not a function",
+                 "define it with `def ...(...):` and run that cell")
     if observation.get("not_attempted"):
         chk.fail(f"{shown} {observation.get('why', 'returned None')}",
                  "remove the leftover stub and `return` your result on every path")
@@ -190,7 +162,7 @@ def _cases_most_accurate(*, hidden: bool, rng: random.Random) -> list[dict]:
 
 def _observe_most_accurate(fn: Any, spec: dict) -> dict:
     rows = _rows_for(spec)
-    value, problem = _call(fn, rows, spec["column"], spec["budget"])
+    value, problem = call_learner(fn, rows, spec["column"], spec["budget"], none_is_stub=True)
     if problem is not None:
         return problem
     return {"returned": _describe(value)}
@@ -201,6 +173,25 @@ def _shown_most_accurate(spec: dict) -> str:
     return f"most_accurate_under({table}, {spec.get('column')!r}, {spec.get('budget')!r})"
 
 
+def _judge_nothing_fits(shown: str, column: str, budget: float, observation: dict, chk: Any) -> None:
+    """No model fits the budget: the only right answer is a ValueError."""
+    if observation.get("error_type") == "ValueError":
+        chk.ok("raises ValueError when no model fits the budget")
+        return
+    if observation.get("not_attempted"):
+        chk.fail(f"{shown} {observation.get('why', 'returned None')} when no model fits the budget",
+                 "when nothing fits, raise ValueError (with a message saying so) instead of returning None")
+    if "raised" in observation:
+        chk.fail(f"{shown} raised {observation['raised']} when no model fits; expected ValueError",
+                 "check for an empty list of candidates first and `raise ValueError(...)`")
+    returned = observation.get("returned")
+    got = returned.get("value") if isinstance(returned, dict) else None
+    chk.fail(f"{shown} returned {got!r}, but no model has {column} <= {budget:g}",
+             "when nothing fits, raise ValueError (with a message saying so) instead of returning a model")
+
+
+@exercise("00.most_accurate_under", lesson=LESSON, name="most_accurate_under", cases=_cases_most_accurate,
+          observe=_observe_most_accurate, params=("rows", "column", "budget"))
 def _judge_most_accurate(spec: dict, observation: dict, chk: Any) -> None:
     rows = _rows_for(spec)
     column, budget = spec["column"], float(spec["budget"])
@@ -209,19 +200,8 @@ def _judge_most_accurate(spec: dict, observation: dict, chk: Any) -> None:
     if not isinstance(observation, dict):
         chk.fail(f"{shown}: the check got no usable observation", "make the function return a string")
     if not fits:
-        if observation.get("error_type") == "ValueError":
-            chk.ok("raises ValueError when no model fits the budget")
-            return
-        if observation.get("not_attempted"):
-            chk.fail(f"{shown} {observation.get('why', 'returned None')} when no model fits the budget",
-                     "when nothing fits, raise ValueError (with a message saying so) instead of returning None")
-        if "raised" in observation:
-            chk.fail(f"{shown} raised {observation['raised']} when no model fits; expected ValueError",
-                     "check for an empty list of candidates first and `raise ValueError(...)`")
-        returned = observation.get("returned")
-        got = returned.get("value") if isinstance(returned, dict) else None
-        chk.fail(f"{shown} returned {got!r}, but no model has {column} <= {budget:g}",
-                 "when nothing fits, raise ValueError (with a message saying so) instead of returning a model")
+        _judge_nothing_fits(shown, column, budget, observation, chk)
+        return
     _raised_fail(chk, shown, observation)
     returned = observation.get("returned")
     if not isinstance(returned, dict):
@@ -271,16 +251,6 @@ _HEAD_ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_b0
                "efficientnet_b3", "efficientnet_v2_s", "vit_b_16", "vit_b_32")
 
 
-def _family_head(arch: str) -> str:
-    if arch.startswith("resnet"):
-        return "fc"
-    if arch.startswith("efficientnet"):
-        return "classifier.1"
-    if arch.startswith("vit_"):
-        return "heads.head"
-    raise ValueError(f"not a lesson 00 family: {arch!r}")
-
-
 def _cases_head_info(*, hidden: bool, rng: random.Random) -> list[dict]:
     specs = [{"arch": a, "num_classes": 1000, "hidden": False}
              for a in ("resnet18", "efficientnet_b0", "vit_b_16", "resnet50")]
@@ -298,15 +268,19 @@ def _observe_head_info(fn: Any, spec: dict) -> dict:
     with torch.device("meta"):  # built without initialising (fast), then given real, uninitialised CPU memory
         model = torchvision.models.get_model(spec["arch"], weights=None, num_classes=int(spec["num_classes"]))
     model = model.to_empty(device="cpu").eval()
-    value, problem = _call(fn, model)
+    value, problem = call_learner(fn, model, none_is_stub=True)
     if problem is not None:
         return problem
     return {"returned": _describe(value)}
 
 
+@exercise("00.head_info", lesson=LESSON, name="head_info", cases=_cases_head_info, observe=_observe_head_info,
+          params=("model",))
 def _judge_head_info(spec: dict, observation: dict, chk: Any) -> None:
     import torch
     import torchvision
+
+    from labkit.heads import get_head_name
 
     arch, n = spec["arch"], int(spec["num_classes"])
     shown = f"head_info(<fresh {arch}, {n} classes>)"
@@ -315,7 +289,7 @@ def _judge_head_info(spec: dict, observation: dict, chk: Any) -> None:
     _raised_fail(chk, shown, observation)
     with torch.device("meta"):  # shapes only, no memory, no time
         model = torchvision.models.get_model(arch, weights=None, num_classes=n)
-    path = _family_head(arch)
+    path = get_head_name(model)
     head = model.get_submodule(path)
     features = head.in_features
     parent = path.rpartition(".")[0]
@@ -341,7 +315,8 @@ def _judge_head_info(spec: dict, observation: dict, chk: Any) -> None:
     if name != path:
         if name == parent:
             chk.fail(f"{shown} named {name!r}, the container; the head is the Linear inside it",
-                     f"name the nn.Linear itself: for this family that is {parent}.<index or key> (see named_modules())")
+                     f"name the nn.Linear itself: for this family that is {parent}.<index or key> "
+                     "(see named_modules())")
         if name in ("fc", "classifier.1", "heads.head", "classifier", "heads", "head"):
             chk.fail(f"{shown} named {name!r}, which is another family's head",
                      "find the head on the model you were given (get_head, or the last nn.Linear in named_modules()), "
@@ -351,9 +326,11 @@ def _judge_head_info(spec: dict, observation: dict, chk: Any) -> None:
     chk.ok("names the head of each family (fc, classifier.1, heads.head)")
     size = second.get("value") if second.get("type") == "int" else None
     if second.get("type") == "Tensor" or second.get("type") == "float":
-        chk.fail(f"{shown}: the feature size is a {second.get('type')}, not an int", "return a plain int, e.g. head.in_features")
+        chk.fail(f"{shown}: the feature size is a {second.get('type')}, not an int",
+                 "return a plain int, e.g. head.in_features")
     if size is None:
-        chk.fail(f"{shown}: the second item is a {second.get('type')}, not an int", "the second item is the head's in_features")
+        chk.fail(f"{shown}: the second item is a {second.get('type')}, not an int",
+                 "the second item is the head's in_features")
     if size != features:
         if size == n:
             chk.fail(f"{shown} gave feature size {size}: that is the number of classes (out_features)",
@@ -396,7 +373,8 @@ def _positions(shape: list[int], seed: int) -> list[tuple[int, int, int]]:
 
 def _cases_preprocessing(*, hidden: bool, rng: random.Random) -> list[dict]:
     sizes = ([300, 420], [420, 300], [360, 360], [400, 450])
-    specs = [{"weights": w, "seed": 100 + i, "size": s, "hidden": False} for i, (w, s) in enumerate(zip(_PRE_PUBLIC, sizes))]
+    specs = [{"weights": w, "seed": 100 + i, "size": s, "hidden": False} for i,
+             (w, s) in enumerate(zip(_PRE_PUBLIC, sizes))]
     if hidden:
         from torchvision.models import get_model_weights
 
@@ -413,12 +391,12 @@ def _observe_preprocessing(fn: Any, spec: dict) -> dict:
     import torch
 
     weights = _weights(spec["weights"])
-    transform, problem = _call(fn, weights)
+    transform, problem = call_learner(fn, weights, none_is_stub=True)
     if problem is not None:
         return problem
     if not callable(transform):
         return {"returned": _describe(transform)}
-    out, problem = _call(transform, _image(spec))
+    out, problem = call_learner(transform, _image(spec), none_is_stub=True)
     if problem is not None:
         problem["stage"] = "transform"
         return problem
@@ -460,6 +438,8 @@ def _reference_variants(weights, image) -> dict:
         }
 
 
+@exercise("00.make_preprocessing", lesson=LESSON, name="make_preprocessing", cases=_cases_preprocessing,
+          observe=_observe_preprocessing, params=("weights",))
 def _judge_preprocessing(spec: dict, observation: dict, chk: Any) -> None:
     import torch
 
@@ -489,13 +469,15 @@ def _judge_preprocessing(spec: dict, observation: dict, chk: Any) -> None:
         if isinstance(shape, list) and len(shape) == 3 and shape[-2:] != [crop, crop]:
             chk.fail(f"the transform from {shown} gave shape {shape}; these weights expect {list(right.shape)}",
                      "read crop_size (and resize_size) from weights.transforms(): not every checkpoint uses 224")
-        chk.fail(f"the transform from {shown} gave shape {shape}; expected {list(right.shape)} (channels, height, width)",
+        chk.fail(f"the transform from {shown} gave shape {shape}; expected {list(right.shape)} "
+                 "(channels, height, width)",
                  "return one image as a 3 x crop x crop float tensor; no batch dimension")
     if out.get("dtype") not in ("float32", "float64", "float16", "bfloat16"):
         chk.fail(f"the transform from {shown} gave dtype {out.get('dtype')}",
                  "convert to floats in [0, 1] (ToTensor) before Normalize")
     samples = out.get("samples")
-    if not isinstance(samples, list) or len(samples) != _N_SAMPLES or not all(isinstance(v, (int, float)) for v in samples):
+    numbers = isinstance(samples, list) and all(isinstance(v, (int, float)) for v in samples)
+    if not numbers or len(samples) != _N_SAMPLES:
         chk.fail(f"{shown}: the check got a malformed observation", "return a float tensor")
     positions = _positions(list(right.shape), int(spec["seed"]))
 
@@ -518,7 +500,8 @@ def _judge_preprocessing(spec: dict, observation: dict, chk: Any) -> None:
         "no_normalize": "normalize with the weights' mean and std after converting to a tensor",
         "resize_to_crop": f"resize the shorter side to resize_size ({int(preset.resize_size[0])}), then centre-crop "
                           f"crop_size ({int(preset.crop_size[0])})",
-        "squash": "Resize(size) with one int keeps the aspect ratio; Resize((h, w)) squashes the image: resize the shorter "
+        "squash": "Resize(size) with one int keeps the aspect ratio; Resize((h, w)) squashes the image: resize the "
+                  "shorter "
                   "side to resize_size, then centre-crop",
     }
     if distance(variants[nearest]) < d_right:
@@ -526,13 +509,3 @@ def _judge_preprocessing(spec: dict, observation: dict, chk: Any) -> None:
                  hints[nearest])
     chk.fail(f"the transform from {shown} differs from weights.transforms() (mean |difference| {d_right:.3f})",
              "compare your steps with print(weights.transforms()): resize_size, crop_size, interpolation, mean, std")
-
-
-# --------------------------------------------------------------------------- registry
-EXERCISES_00: list[Exercise] = [
-    Exercise("00.most_accurate_under", LESSON, "most_accurate_under",
-             _cases_most_accurate, _observe_most_accurate, _judge_most_accurate, ("rows", "column", "budget")),
-    Exercise("00.head_info", LESSON, "head_info", _cases_head_info, _observe_head_info, _judge_head_info, ("model",)),
-    Exercise("00.make_preprocessing", LESSON, "make_preprocessing",
-             _cases_preprocessing, _observe_preprocessing, _judge_preprocessing, ("weights",)),
-]

@@ -1,4 +1,4 @@
-"""Input checks of the loops (private to labkit): everything ``fit`` verifies before it trains.
+"""Input validation (private to labkit): the models, data and optimizers ``fit`` and the surgery verify.
 
 Each check stops with what was expected, what came, and the fix.
 """

@@ -1,6 +1,6 @@
 """Benchmark: full fine-tuning vs feature extraction (frozen backbone) vs cached features.
 
-``python -m labkit bench`` trains a torchvision ResNet-18 (random weights: timing does not
+``python -m tools.bench`` trains a torchvision ResNet-18 (random weights: timing does not
 depend on weight values) on 256 synthetic 224x224 images, batch 32, for 5 epochs, three ways,
 each set up by :func:`labkit.strategy.apply_strategy` from the one strategy table:
 
@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from labkit._tables import markdown_table
+from tools import CHECKOUT
 
 __all__ = ["main", "run_strategy", "summarize", "markdown", "BENCH_STRATEGIES"]
 
@@ -68,7 +69,7 @@ class _SyntheticImages(torch.utils.data.Dataset):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m labkit bench",
+        prog="python -m tools.bench",
         description="Time full_finetune vs feature_extraction vs cached_features; print a table and write JSON.",
     )
     p.add_argument("--arch", default="resnet18", help="torchvision classification builder (default resnet18)")
@@ -373,8 +374,8 @@ def markdown(doc: dict) -> str:
 
 
 def _run_worker_process(strategy: str, cfg: dict) -> dict:
-    cmd = [sys.executable, "-m", "labkit", "bench", "--worker", "--strategy", strategy] + _config_argv(cfg)
-    root = str(Path(__file__).resolve().parents[2])  # the checkout (or site-packages) holding labkit
+    cmd = [sys.executable, "-m", "tools.bench", "--worker", "--strategy", strategy] + _config_argv(cfg)
+    root = str(CHECKOUT)  # the checkout holding tools/ (and labkit, unless labkit is installed)
     path = os.environ.get("PYTHONPATH")
     env = dict(os.environ, LABKIT_PROGRESS="0", PYTHONPATH=root + (os.pathsep + path if path else ""))
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env)
@@ -387,7 +388,7 @@ def _run_worker_process(strategy: str, cfg: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m labkit bench``; returns the exit status."""
+    """Entry point of ``python -m tools.bench``; returns the exit status."""
     args = _parser().parse_args(argv)
     for name in ("image_size", "images", "batch_size", "epochs", "classes"):
         if getattr(args, name) < 1:
@@ -438,3 +439,7 @@ def _run(args, cfg: dict) -> int:
     if args.check and not doc["targets_met"]:
         return 1
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,11 +1,11 @@
-"""labkit.build.bench: a tiny smoke run of the benchmark machinery (fields, not timing targets)."""
+"""tools.bench: a tiny smoke run of the benchmark machinery (fields, not timing targets)."""
 from __future__ import annotations
 
 import json
 
 import torch
 
-from labkit.build.bench import BENCH_STRATEGIES, main
+from tools.bench import BENCH_STRATEGIES, main
 
 TINY = ["--arch", "resnet18", "--image-size", "16", "--images", "12", "--batch-size", "6", "--epochs", "2",
         "--classes", "3", "--threads", "1", "--quiet"]
@@ -56,4 +56,5 @@ def test_bench_rejects_bad_arguments(capsys):
     assert main(["--epochs", "0", "--quiet"]) == 2
     assert "--epochs expected >= 1, got 0" in capsys.readouterr().err
     assert main(["--strategies", "feature_extraction,nope", "--quiet"]) == 2
-    assert "--strategies expected names from full_finetune,feature_extraction,cached_features" in capsys.readouterr().err
+    expected = "--strategies expected names from full_finetune,feature_extraction,cached_features"
+    assert expected in capsys.readouterr().err
