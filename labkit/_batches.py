@@ -12,6 +12,7 @@ from labkit.device import resolve_device
 
 __all__ = [
     "batch_images",
+    "loader_generators",
     "unwrap_subset",
     "dataset_labels",
     "dataset_classes",
@@ -196,3 +197,14 @@ def progress_bar(total: int | None, desc: str, enabled: bool, unit: str = "batch
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, leave=False, unit=unit, dynamic_ncols=True)
+
+
+def loader_generators(loader) -> list[torch.Generator]:
+    """The random generators that decide a loader's shuffling order (its own and its sampler's)."""
+    found = []
+    for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
+                  getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
+        g = getattr(owner, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found

@@ -31,7 +31,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from labkit._batches import count_classes
+from labkit._batches import count_classes, loader_generators
 from labkit._env import progress_enabled
 from labkit._tables import format_cell, render_table
 from labkit.device import resolve_device
@@ -336,17 +336,6 @@ def _check_arms(arms) -> dict[str, Arm]:
     return dict(arms)
 
 
-def _loader_generators(loader) -> list[torch.Generator]:
-    """The random generators that decide a loader's shuffling order (its own and its sampler's)."""
-    found = []
-    for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
-                  getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
-        g = getattr(owner, "generator", None)
-        if isinstance(g, torch.Generator) and all(g is not f for f in found):
-            found.append(g)
-    return found
-
-
 def _reseed(seed: int, generators: list[torch.Generator]) -> None:
     """The same start for every strategy: global RNGs and the loader's own generators from ``seed``."""
     seed_everything(seed)
@@ -473,7 +462,7 @@ class _Run:
         self.model_fn, self.train_loader, self.val_loader, self.settings = model_fn, train_loader, val_loader, settings
         self.num_classes = _data_classes(train_loader, settings.num_classes)
         self.dev = resolve_device(settings.device)
-        self.generators = _loader_generators(train_loader)
+        self.generators = loader_generators(train_loader)
         self.previous = None
 
     def optimizer_fn(self, arm: Arm):

@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from labkit._batches import loader_len, logits_of, model_device, place_model, split_batch, to_device
+from labkit._batches import loader_generators, loader_len, logits_of, model_device, place_model, split_batch, to_device
 from labkit.device import grad_scaler, resolve_amp
 
 __all__ = ["lr_find", "LRFind", "plot_lr_find", "suggest_lr", "SUGGESTIONS"]
@@ -121,16 +121,6 @@ def suggest_lr(rates: list[float], losses: list[float], rule: str = "valley") ->
 
 
 # --------------------------------------------------------------------------- saving and restoring state
-def _loader_generators(loader) -> list[torch.Generator]:
-    found = []
-    for owner in (loader, getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None),
-                  getattr(getattr(loader, "batch_sampler", None), "sampler", None)):
-        g = getattr(owner, "generator", None)
-        if isinstance(g, torch.Generator) and all(g is not f for f in found):
-            found.append(g)
-    return found
-
-
 def _snapshot(model: nn.Module, optimizer, loader) -> dict:
     """Everything the finder may change, copied."""
     import copy
@@ -148,7 +138,7 @@ def _snapshot(model: nn.Module, optimizer, loader) -> dict:
         "optimizer": None if optimizer is None else copy.deepcopy(optimizer.state_dict()),
         "rng": (torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 np.random.get_state(), random.getstate()),
-        "generators": [(g, g.get_state()) for g in _loader_generators(loader)],
+        "generators": [(g, g.get_state()) for g in loader_generators(loader)],
     }
 
 

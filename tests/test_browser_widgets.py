@@ -191,8 +191,13 @@ def test_lesson_widgets_render_live_and_redraw_in_jupyterlab(lab, chrome):
             f"the {name} showed as text, not as a widget (no widget manager in the page?): {cell['text'][:200]}")
         assert "Error" not in cell["text"], f"the {name} cell failed: {cell['text'][:500]}"
         assert cell["widgets"] > 0 and cell["sliders"] > 0, f"the {name} rendered no slider widget: {cell}"
-        _wait(f"the {name} to draw its picture", lambda i=state.index(cell): chrome.execute_script(_CELL_STATE)[i]["images"]
-              or chrome.execute_script(_CELL_STATE)[i]["text"].strip(), timeout=30)
+        index = state.index(cell)
+
+        def drawn(i: int = index):
+            now = chrome.execute_script(_CELL_STATE)[i]
+            return now["images"] or now["text"].strip()
+
+        _wait(f"the {name} to draw its picture", drawn, timeout=30)
 
     before = chrome.execute_script(_CELL_STATE)[1]["images"]
     assert before, "the filter browser drew no image"

@@ -61,5 +61,6 @@ def test_committed_lessons_keep_their_outputs():
         nb = nbformat.read(path, as_version=4)
         ran = [c for c in nb.cells if c.cell_type == "code" and c.get("execution_count")]
         assert len(ran) >= 0.8 * len([c for c in nb.cells if c.cell_type == "code"]), path.name
-        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
+        errors = [o for c in nb.cells if c.cell_type == "code"
+                  for o in c.get("outputs", []) if o.get("output_type") == "error"]
         assert not errors, path.name

@@ -1,4 +1,7 @@
-"""The offline default: no network and no insisting -> EfficientNet-Lite0 (ImageNet weights) with a banner; insisting fails loudly."""
+"""The offline default: no network and no insisting -> EfficientNet-Lite0 (ImageNet weights) with a banner.
+
+Insisting on a torchvision download offline fails loudly.
+"""
 from __future__ import annotations
 
 import pytest

@@ -130,7 +130,8 @@ def test_where_the_photos_come_from_is_said_even_when_quiet(fake_pets, offline_b
 def test_pets_split_is_the_same_for_the_same_seed(fake_pets, offline_bb):
     a = load_lesson_data("pets", backbone=offline_bb, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
     b = load_lesson_data("pets", backbone=offline_bb, root=fake_pets, per_class=4, val_per_class=2, verbose=False)
-    c = load_lesson_data("pets", backbone=offline_bb, root=fake_pets, per_class=4, val_per_class=2, seed=1, verbose=False)
+    c = load_lesson_data("pets", backbone=offline_bb, root=fake_pets, per_class=4, val_per_class=2, seed=1,
+                         verbose=False)
     assert a.train.dataset.samples == b.train.dataset.samples
     assert a.train.dataset.samples != c.train.dataset.samples
 
@@ -149,7 +150,8 @@ def test_unknown_class_is_refused_with_examples(fake_pets, offline_bb):
 
 
 def test_flowers_read_from_torchvisions_layout_with_flower_names(fake_flowers, offline_bb):
-    data = load_lesson_data("flowers", backbone=offline_bb, root=fake_flowers, per_class=5, val_per_class=3, verbose=False)
+    data = load_lesson_data("flowers", backbone=offline_bb, root=fake_flowers, per_class=5, val_per_class=3,
+                            verbose=False)
     assert data.classes == [Flowers102.classes[i] for i in (53, 73, 72, 76, 55)]
     assert len(data.train.dataset) == 25 and len(data.val.dataset) == 15
     image, label = data.train.dataset[0]
