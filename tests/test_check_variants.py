@@ -1398,6 +1398,274 @@ W[E] = [
 ]
 
 
+# --- 01.cam_weights ---------------------------------------------------------------------------
+E = "01.cam_weights"
+
+
+def _hooked(model, images, target, layer, score=None, *, eval_mode=True, remove=True):
+    """(gradient, activation) at `layer` of `score(logits)` (default: the target's logit), hooked as learners do."""
+    if eval_mode:
+        model.eval()
+    store = {}
+    handle = model.get_submodule(layer).register_forward_hook(lambda module, args, out: store.update(act=out))
+    logits = model(images.clone().requires_grad_(True))
+    value = score(logits) if score is not None else logits[:, target].sum()
+    grad, = torch.autograd.grad(value, store["act"])
+    if remove:
+        handle.remove()
+    return grad, store["act"].detach()
+
+
+@correct(E, "forward hook and autograd.grad")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer)[0].mean(dim=(2, 3))
+
+
+@correct(E, "tensor hook on the activation, then backward()")
+def _(model, images, target, layer):
+    model.eval()
+    grads = []
+
+    def keep(module, args, out):
+        out.register_hook(grads.append)
+
+    handle = model.get_submodule(layer).register_forward_hook(keep)
+    try:
+        x = images.detach().clone()
+        x.requires_grad = True
+        model(x)[:, target].sum().backward()
+    finally:
+        handle.remove()
+    return grads[0].mean(dim=(2, 3))
+
+
+@correct(E, "full backward hook on the layer")
+def _(model, images, target, layer):
+    model.eval()
+    grads = {}
+    module = model.get_submodule(layer)
+    handle = module.register_full_backward_hook(lambda m, grad_in, grad_out: grads.update(g=grad_out[0]))
+    try:
+        out = model(images.clone().requires_grad_(True))
+        out[:, target].sum().backward()
+    finally:
+        handle.remove()
+    return grads["g"].mean(dim=[2, 3])
+
+
+@correct(E, "retain_grad on the activation, one image at a time")
+def _(model, images, target, layer):
+    model.eval()
+    rows = []
+    for image in images:
+        store = {}
+        handle = model.get_submodule(layer).register_forward_hook(lambda m, a, out, store=store: store.update(act=out))
+        out = model(image[None].clone().requires_grad_(True))
+        handle.remove()
+        store["act"].retain_grad()
+        out[0, target].backward()
+        g = store["act"].grad
+        rows.append(g.sum(dim=(2, 3))[0] / (g.shape[2] * g.shape[3]))
+    return torch.stack(rows)
+
+
+@wrong(E, "sums the gradient over space", "summed over the h x w positions")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer)[0].sum(dim=(2, 3))
+
+
+@wrong(E, "averages the activations", "feature map's averages, not its gradient's")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer)[1].mean(dim=(2, 3))
+
+
+@wrong(E, "gradient times activation", "multiplying by the activations comes later")
+def _(model, images, target, layer):
+    grad, act = _hooked(model, images, target, layer)
+    return (grad * act).mean(dim=(2, 3))
+
+
+@wrong(E, "maximum over space", "maximum over space, not its average")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer)[0].amax(dim=(2, 3))
+
+
+@wrong(E, "gradient of the softmax probability", "gradient of the softmax probability")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer, lambda z: z.softmax(1)[:, target].sum())[0].mean(dim=(2, 3))
+
+
+@wrong(E, "gradient of the loss", "gradient of the cross-entropy loss")
+def _(model, images, target, layer):
+    def loss(z):
+        return nn.functional.cross_entropy(z, torch.full((len(z),), target))
+
+    return _hooked(model, images, target, layer, loss)[0].mean(dim=(2, 3))
+
+
+@wrong(E, "gradient of every logit", "sum of every logit")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer, lambda z: z.sum())[0].mean(dim=(2, 3))
+
+
+@wrong(E, "explains the predicted class", "explains the predicted class: use the `target` argument")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer, lambda z: z.gather(1, z.argmax(1)[:, None]).sum())[0].mean(dim=(2, 3))
+
+
+@wrong(E, "forgets model.eval()", "call model.eval() first")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer, eval_mode=False)[0].mean(dim=(2, 3))
+
+
+@wrong(E, "leaves the hook on the model", "left 1 hook on the model")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer, remove=False)[0].mean(dim=(2, 3))
+
+
+@wrong(E, "averages over the batch too", "you averaged over the batch too")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer)[0].mean(dim=(0, 2, 3))
+
+
+@wrong(E, "keeps the spatial dims", "expected (N, C)")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer)[0].mean(dim=(2, 3), keepdim=True)
+
+
+@wrong(E, "no gradient path through a frozen backbone", "on a frozen backbone nothing in the graph requires grad")
+def _(model, images, target, layer):
+    model.eval()
+    store = {}
+    handle = model.get_submodule(layer).register_forward_hook(lambda module, args, out: store.update(act=out))
+    try:
+        grad, = torch.autograd.grad(model(images)[:, target].sum(), store["act"])
+    finally:
+        handle.remove()
+    return grad.mean(dim=(2, 3))
+
+
+@wrong(E, "returns a NumPy array", "expected a tensor of shape (N, C)")
+def _(model, images, target, layer):
+    return _hooked(model, images, target, layer)[0].mean(dim=(2, 3)).numpy()
+
+
+# --- 03.pick_rate -----------------------------------------------------------------------------
+E = "03.pick_rate"
+
+
+def _ema(losses, beta=0.98, debias=True):
+    avg, out = 0.0, []
+    for i, loss in enumerate(losses):
+        avg = beta * avg + (1 - beta) * loss
+        out.append(avg / (1 - beta ** (i + 1)) if debias else avg)
+    return out
+
+
+def _lowest(values):
+    """Index of the lowest finite value, the first on a tie."""
+    return min((i for i, v in enumerate(values) if math.isfinite(v)), key=lambda i: (values[i], i))
+
+
+@correct(E, "a loop and min over the finite points")
+def _(rates, losses):
+    return rates[_lowest(_ema(losses))] / 10
+
+
+@correct(E, "NumPy, non-finite values masked")
+def _(rates, losses):
+    smoothed = np.array(_ema(losses))
+    return float(np.asarray(rates)[np.where(np.isfinite(smoothed), smoothed, np.inf).argmin()] / 10)
+
+
+@correct(E, "torch, nan_to_num")
+def _(rates, losses):
+    avg, smoothed = torch.tensor(0.0, dtype=torch.float64), []
+    for i, loss in enumerate(torch.tensor(losses, dtype=torch.float64)):
+        avg = 0.98 * avg + 0.02 * loss
+        smoothed.append(avg / (1 - 0.98 ** (i + 1)))
+    s = torch.stack(smoothed)
+    s = torch.where(torch.isfinite(s), s, torch.tensor(float("inf"), dtype=torch.float64))
+    return float(rates[int(s.argmin())] / 10)
+
+
+@correct(E, "the average written out as a weighted sum")
+def _(rates, losses):
+    best, best_i = math.inf, 0
+    for i in range(len(losses)):
+        weights = [0.02 * 0.98 ** (i - j) for j in range(i + 1)]
+        value = sum(w * v for w, v in zip(weights, losses[: i + 1])) / (1 - 0.98 ** (i + 1))
+        if math.isfinite(value) and value < best:
+            best, best_i = value, i
+    return rates[best_i] / 10
+
+
+@wrong(E, "forgets to divide by 10", "it is the rate at the minimum itself")
+def _(rates, losses):
+    return rates[_lowest(_ema(losses))]
+
+
+@wrong(E, "multiplies by 10", "the rate at the minimum times 10")
+def _(rates, losses):
+    return rates[_lowest(_ema(losses))] * 10
+
+
+@wrong(E, "no smoothing", "it is where the raw batch losses are lowest")
+def _(rates, losses):
+    return rates[_lowest(losses)] / 10
+
+
+@wrong(E, "moving average not debiased", "the moving average is not debiased")
+def _(rates, losses):
+    return rates[_lowest(_ema(losses, debias=False))] / 10
+
+
+@wrong(E, "fastai's valley rule", "that is fastai's valley rule")
+def _(rates, losses):
+    from labkit.lr_finder import suggest_lr
+
+    return suggest_lr(rates, _ema(losses), "valley")
+
+
+@wrong(E, "labkit's suggest_lr minimum (skips the ends)", "skips the first tenth and the last five points")
+def _(rates, losses):
+    from labkit.lr_finder import suggest_lr
+
+    return suggest_lr(rates, _ema(losses), "minimum")
+
+
+@wrong(E, "argmin that lands on nan", "a nan or inf loss is not a minimum")
+def _(rates, losses):
+    return float(rates[int(torch.tensor(_ema(losses)).argmin())] / 10)
+
+
+@wrong(E, "returns a tensor", "returned a tensor; expected a Python float")
+def _(rates, losses):
+    return torch.tensor(rates[_lowest(_ema(losses))] / 10)
+
+
+@wrong(E, "returns the index", "expected 0.2719")
+def _(rates, losses):
+    return float(_lowest(_ema(losses)))
+
+
+@wrong(E, "a lighter moving average (0.9)", "with the finder's moving average (weight 0.98)")
+def _(rates, losses):
+    return rates[_lowest(_ema(losses, beta=0.9))] / 10
+
+
+@wrong(E, "returns a string", "expected a float (a learning rate)")
+def _(rates, losses):
+    return f"{rates[_lowest(_ema(losses))] / 10:.2e}"
+
+
+@wrong(E, "the steepest fall", "expected 0.2719")
+def _(rates, losses):
+    from labkit.lr_finder import suggest_lr
+
+    return suggest_lr(rates, _ema(losses), "steepest")
+
+
 # --- the table's tests ------------------------------------------------------------------------
 def _failed_lines(result) -> str:
     return "\n".join(line for line in result.feedback if not line.startswith("✔"))

@@ -373,3 +373,92 @@ def test_medical_policy_mistakes_fail_with_their_hint(fn, hint):
 def test_medical_policy_stub_is_not_attempted():
     assert _protocol("05.medical_policy", mp_stub)[0] == "not attempted"
     assert run_check("05.medical_policy", mp_stub).status == "not attempted"
+
+
+# --------------------------------------------------------------------------- 05.most_confused_pair
+def mc_loops(confusion):
+    best = None
+    for i in range(len(confusion)):
+        for j in range(len(confusion)):
+            if i != j and confusion[i][j] > 0 and (best is None or confusion[i][j] > confusion[best[0]][best[1]]):
+                best = (i, j)
+    return best
+
+
+def mc_torch(confusion):
+    off = confusion.clone()
+    off.fill_diagonal_(0)
+    if off.max() == 0:
+        return None
+    flat = int(off.flatten().argmax())  # the first maximum in row-major order: lowest row, then column
+    return divmod(flat, off.shape[1])
+
+
+def mc_sorted(confusion):
+    k = confusion.shape[0]
+    cells = sorted((-int(confusion[i, j]), i, j) for i in range(k) for j in range(k) if i != j and confusion[i, j] > 0)
+    return (cells[0][1], cells[0][2]) if cells else None
+
+
+def mc_tensor_pair(confusion):
+    pair = mc_torch(confusion)
+    return None if pair is None else torch.tensor(pair)
+
+
+def mc_with_diagonal(confusion):  # forgets to skip the right answers
+    flat = int(confusion.flatten().argmax())
+    return divmod(flat, confusion.shape[1])
+
+
+def mc_transposed(confusion):  # (predicted, true)
+    pair = mc_torch(confusion)
+    return None if pair is None else (pair[1], pair[0])
+
+
+def mc_last_tie(confusion):  # ties broken by the highest index
+    best = None
+    for i in range(len(confusion)):
+        for j in range(len(confusion)):
+            if i != j and confusion[i][j] > 0 and (best is None or confusion[i][j] >= confusion[best[0]][best[1]]):
+                best = (i, j)
+    return best
+
+
+def mc_never_none(confusion):  # no mistakes: still a pair
+    return mc_torch(confusion) or (0, 1)
+
+
+def mc_stub(confusion):
+    raise NotImplementedError()
+
+
+@pytest.mark.parametrize("fn", [mc_loops, mc_torch, mc_sorted, mc_tensor_pair])
+def test_most_confused_pair_correct_variants_pass(fn):
+    assert _protocol("05.most_confused_pair", fn, hidden=True) == ("passed", [])
+    assert run_check("05.most_confused_pair", fn, hidden=True).status == "passed"
+
+
+@pytest.mark.parametrize(("fn", "hint"), [
+    (mc_with_diagonal, "that cell is on the diagonal"),
+    (mc_transposed, "that is (predicted, true)"),
+    (mc_last_tie, "take the lowest true index, then the lowest predicted one"),
+    (mc_never_none, "expected None: nothing off the diagonal is above 0"),
+])
+def test_most_confused_pair_mistakes_fail_with_their_hint(fn, hint):
+    status, problems = _protocol("05.most_confused_pair", fn)
+    assert status == "failed" and hint in _hints(problems), _hints(problems)
+    lines = "\n".join(run_check("05.most_confused_pair", fn).feedback)
+    assert "expected" in lines and "returned" in lines  # what was expected and what came
+
+
+def test_most_confused_pair_stub_is_not_attempted():
+    assert _protocol("05.most_confused_pair", mc_stub)[0] == "not attempted"
+    assert run_check("05.most_confused_pair", mc_stub).status == "not attempted"
+
+
+def test_most_confused_pair_judge_survives_a_malformed_observation():
+    spec = EX["05.most_confused_pair"].cases(hidden=False, rng=random.Random(0))[0]
+    for junk in ({}, {"pair": ["x", 1]}, {"pair": [1]}, {"returned": 5}):
+        chk = _Chk()
+        with pytest.raises(AssertionError):
+            EX["05.most_confused_pair"].judge(spec, junk, chk)

@@ -37,6 +37,7 @@ SETTINGS = GradingSettings(cell_timeout=CELL_TIMEOUT, notebook_timeout=NOTEBOOK_
 GRACE = min(10.0, CELL_TIMEOUT)  # how long an interrupted cell may take to stop (min(10, cell timeout))
 
 FREEZE, OPTIM, COUNT = "01.freeze_and_swap", "01.make_head_optimizer", "01.count_parameters"
+CAM = "01.cam_weights"  # lesson 01's fourth exercise: none of these synthetic submissions defines it
 RIGHT = {name: synthetic.answer_code(name) for name in ("freeze_and_swap", "make_head_optimizer", "count_parameters")}
 def _submissions() -> dict[str, nbformat.NotebookNode | bytes]:
     lesson01, sub = synthetic.lesson01, synthetic.submission
@@ -101,6 +102,13 @@ EXPECTED = {
                                                       "the file is not valid JSON (Expecting ',' delimiter at line 1")),
     "bare_json": dict.fromkeys((FREEZE, OPTIM, COUNT), (0, "error", "the file is JSON but not a Jupyter notebook")),
 }
+# The fourth exercise: where the notebook ran, it is not attempted (never defined); where the whole submission
+# failed, it shares the other exercises' error.
+for _student, _rows in EXPECTED.items():
+    _first = _rows[FREEZE]
+    _missing = (0, "not attempted", "`cam_weights` is not defined in the notebook")
+    _rows[CAM] = _first if _first[1] == "error" else _missing
+MAX_POINTS = str(len(EXPECTED["correct"]))
 
 
 def _write(folder: Path, name: str, content) -> Path:
@@ -150,9 +158,9 @@ def test_batch_infers_the_lesson_and_writes_one_row_per_student_and_exercise_plu
     assert tuple(rows[0].keys()) == CSV_COLUMNS
     assert [r["student"] for r in rows] == sorted(r["student"] for r in rows)
     assert {r["student"] for r in rows} == set(EXPECTED)
-    assert len(rows) == 4 * len(EXPECTED)
+    assert len(rows) == (len(EXPECTED["correct"]) + 1) * len(EXPECTED)  # each exercise and a TOTAL
     for student in EXPECTED:
-        assert [r["exercise"] for r in rows if r["student"] == student] == [FREEZE, OPTIM, COUNT, "TOTAL"]
+        assert [r["exercise"] for r in rows if r["student"] == student] == [FREEZE, OPTIM, COUNT, CAM, "TOTAL"]
 
 
 @pytest.mark.parametrize("student", list(EXPECTED))
@@ -164,7 +172,7 @@ def test_every_row_of_the_batch(batch, student):
         assert feedback in row["feedback"], row
         total += points
     total_row = _row(batch["rows"], student, "TOTAL")
-    assert (total_row["points"], total_row["max_points"]) == (str(total), "3")
+    assert (total_row["points"], total_row["max_points"]) == (str(total), MAX_POINTS)
     assert total_row["status"] == ("error" if EXPECTED[student][FREEZE][1] == "error" else "graded")
 
 
@@ -207,7 +215,7 @@ def test_feedback_files_per_student(batch):
     assert sorted(p.name for p in folder.glob("*.md")) == sorted(f"{s}.md" for s in EXPECTED)
     correct = (folder / "correct.md").read_text(encoding="utf-8")
     assert correct.startswith("# Feedback for correct: lesson 01_feature_extraction")
-    assert "**Total: 3 / 3 points**" in correct and "✔ 2 hidden tests passed" in correct
+    assert "**Total: 3 / 4 points**" in correct and "✔ 2 hidden tests passed" in correct
     partial = (folder / "partial.md").read_text(encoding="utf-8")
     assert "## 01.make_head_optimizer: failed (0 / 1)" in partial
     assert "  - hint: pass only parameters with requires_grad" in partial
@@ -253,7 +261,7 @@ def test_rerun_without_resume_overwrites_csv_and_feedback_cleanly(tmp_path):
         _write(subs, name, _submissions()[name])
     out = tmp_path / "grades.csv"
     assert grade_main([str(subs), "--out", str(out), "--lesson", "01_feature_extraction", "--no-progress"]) == 0
-    assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 3 * 4
+    assert len(out.read_text(encoding="utf-8").splitlines()) == 1 + 3 * 5  # header, then 4 exercises and a TOTAL each
     assert grade_main([str(subs / "corrupt.ipynb"), "--out", str(out), "--lesson", "01_feature_extraction",
                        "--no-progress"]) == 0
     with open(out, newline="", encoding="utf-8") as fh:

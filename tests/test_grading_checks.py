@@ -5,6 +5,7 @@ import json
 import random
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -21,11 +22,56 @@ from labkit.grading.exercises import lesson_04, models, run_judge, run_observe, 
 sys.path.insert(0, str(Path(__file__).parent / "fixtures" / "grading"))
 import synthetic
 
+# Reference answers of the exercises that the synthetic lessons (tests/fixtures/grading/synthetic.py) do not hold.
+ANSWERS = {
+    "cam_weights": ("cam_weights(model, images, target, layer)", """
+        model.eval()
+        store = {}
+        handle = model.get_submodule(layer).register_forward_hook(lambda module, args, out: store.update(act=out))
+        try:
+            logits = model(images.clone().requires_grad_(True))
+            grad, = torch.autograd.grad(logits[:, target].sum(), store["act"])
+        finally:
+            handle.remove()
+        return grad.mean(dim=(2, 3))
+    """),
+    "pick_rate": ("pick_rate(rates, losses)", """
+        import math
+        avg, smoothed = 0.0, []
+        for i, loss in enumerate(losses):
+            avg = 0.98 * avg + 0.02 * loss
+            smoothed.append(avg / (1 - 0.98 ** (i + 1)))
+        finite = [i for i, v in enumerate(smoothed) if math.isfinite(v)]
+        return rates[min(finite, key=lambda i: smoothed[i])] / 10
+    """),
+    "most_confused_pair": ("most_confused_pair(confusion)", """
+        best = None
+        for i in range(len(confusion)):
+            for j in range(len(confusion)):
+                if i != j and confusion[i][j] > 0 and (best is None or confusion[i][j] > confusion[best[0]][best[1]]):
+                    best = (i, j)
+        return best
+    """),
+}
+
+
+def _answer_code(name: str) -> str:
+    if name not in ANSWERS:
+        return synthetic.answer_code(name)
+    signature, body = ANSWERS[name]
+    return f"def {signature}:\n" + textwrap.indent(textwrap.dedent(body).strip("\n"), "    ") + "\n"
+
+
+def _stub_code(name: str) -> str:
+    if name not in ANSWERS:
+        return synthetic.stub_code(name)
+    return f"def {ANSWERS[name][0]}:\n    # YOUR CODE HERE\n    raise NotImplementedError()\n"
+
 
 def _answer(name: str):
-    """The reference answer from the synthetic lessons, defined here."""
+    """The reference answer from the synthetic lessons (or ANSWERS), defined here."""
     namespace = {"torch": torch, "nn": nn}
-    exec(synthetic.answer_code(name), namespace)
+    exec(_answer_code(name), namespace)
     return namespace[name]
 
 
@@ -37,11 +83,11 @@ def _failed_lines(result: CheckResult) -> str:
 def test_registry_holds_the_exercises_of_the_contract_lesson_00_first():
     assert list(EXERCISES) == [
         "00.most_accurate_under", "00.head_info", "00.make_preprocessing",
-        "01.freeze_and_swap", "01.make_head_optimizer", "01.count_parameters",
+        "01.freeze_and_swap", "01.make_head_optimizer", "01.count_parameters", "01.cam_weights",
         "02.first_conv_weight", "02.to_display",
-        "03.make_param_groups", "03.conv1_drift",
+        "03.make_param_groups", "03.conv1_drift", "03.pick_rate",
         "04.choose_strategy", "04.scenario_answers",
-        "05.reestimate_bn", "05.class_weights", "05.medical_policy",
+        "05.reestimate_bn", "05.class_weights", "05.medical_policy", "05.most_confused_pair",
         "06.lora_param_count", "06.merged_weight", "06.choose_adaptation",
     ]
     assert LESSONS == ("00_pretrained_models", "01_feature_extraction", "02_first_layer_filters",
@@ -149,7 +195,7 @@ def test_reference_answer_passes_public_and_hidden_cases(exercise_id):
 def test_untouched_stub_is_not_attempted_without_a_traceback(exercise_id, capsys):
     name = EXERCISES[exercise_id].name
     namespace = {"torch": torch, "nn": nn}
-    exec(synthetic.stub_code(name), namespace)
+    exec(_stub_code(name), namespace)
     result = check(exercise_id, namespace[name])
     out = capsys.readouterr().out
     assert result.status == "not attempted" and result.points == 0

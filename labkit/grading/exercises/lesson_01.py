@@ -1,4 +1,4 @@
-"""Lesson 01's exercises (feature extraction): 01.freeze_and_swap, 01.make_head_optimizer, 01.count_parameters.
+"""Lesson 01's exercises (feature extraction): freeze_and_swap, make_head_optimizer, count_parameters, cam_weights.
 
 Declared with ``@exercise`` (the protocol of docs/EXERCISES.md). The cases name seeded models
 (:mod:`.models`); the judges read the head's location from :mod:`labkit.heads` (trusted process).
@@ -6,7 +6,7 @@ Declared with ``@exercise`` (the protocol of docs/EXERCISES.md). The cases name 
 Example:
     >>> from labkit.grading.exercises import exercises_for
     >>> [e.name for e in exercises_for(LESSON)]
-    ['freeze_and_swap', 'make_head_optimizer', 'count_parameters']
+    ['freeze_and_swap', 'make_head_optimizer', 'count_parameters', 'cam_weights']
 """
 from __future__ import annotations
 
@@ -431,3 +431,150 @@ def _fail_trainable(shown: str, tr: int, f: dict, chk: Checker) -> None:
     chk.fail(message, "sum p.numel() over the parameters with requires_grad")
 
 
+
+
+# ---------------------------------------------------------------------------------------
+# 01.cam_weights: Grad-CAM's channel weights by hand
+# ---------------------------------------------------------------------------------------
+# The 4-D feature maps the drawn cases hook, per architecture (outputs of stages at 64 px).
+CAM_LAYERS = {"resnet18": ("layer2", "layer3", "layer4"), "mobilenet_v3_small": ("features.6", "features.9",
+                                                                                  "features.12"),
+              "shufflenet_v2_x0_5": ("stage3", "stage4", "conv5"), "mnasnet0_5": ("layers.10", "layers.14")}
+
+
+def _cam_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
+    cases = [
+        {"arch": "resnet18", "seed": 901, "layer": "layer4", "target": 3, "n": 2, "img_seed": 11,
+         "shown": "a fresh ResNet-18 (in training mode), 2 images, target 3, layer 'layer4'"},
+        {"arch": "resnet18", "seed": 902, "setup": {"frozen": True, "head": 5}, "layer": "layer3", "target": 4, "n": 3,
+         "img_seed": 12,
+         "shown": "a ResNet-18 with a frozen backbone and a new 5-class head, 3 images, target 4, layer 'layer3'"},
+        {"arch": "mobilenet_v3_small", "seed": 903, "layer": "features.9", "target": 10, "n": 1, "img_seed": 13,
+         "shown": "a MobileNetV3-Small (with dropout), 1 image, target 10, layer 'features.9'"},
+    ]
+    if hidden:
+        for arch in rng.sample(sorted(CAM_LAYERS), 2):
+            head = rng.choice([None, rng.randint(2, 20)])
+            spec = {"arch": arch, "seed": rng.randrange(2**31), "layer": rng.choice(CAM_LAYERS[arch]),
+                    "target": rng.randrange(head or 1000), "n": rng.randint(1, 3), "img_seed": rng.randrange(2**31),
+                    "shown": f"a {models.label({'arch': arch})}", "hidden": True}
+            if head:
+                spec["setup"] = {"frozen": True, "head": head}
+            cases.append(spec)
+    return cases
+
+
+def _cam_images(spec: dict):
+    torch = _torch()
+    g = torch.Generator().manual_seed(int(spec["img_seed"]))
+    return torch.randn(int(spec["n"]), 3, 64, 64, generator=g)
+
+
+def _cam_observe(fn, spec: dict) -> dict:
+    from .protocol import tensor_to_json
+
+    torch = _torch()
+    model = models.fresh_model(spec)
+    images = _cam_images(spec)
+    before = images.clone()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # dropout in a model left in training mode draws the same masks as the judge's
+        got, problem = call_learner(fn, model, images, int(spec["target"]), str(spec["layer"]))
+    if problem is not None:
+        return problem
+    obs: dict = {"type": _kind_of(got), "is_tensor": isinstance(got, torch.Tensor)}
+    if obs["is_tensor"]:
+        obs["weights"] = tensor_to_json(got.detach().float().cpu())
+    hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
+    obs["hooks_left"] = hooks
+    obs["images_changed"] = not torch.equal(images.detach(), before)
+    return obs
+
+
+def _cam_reference(spec: dict, how: str = "right"):
+    """Grad-CAM's channel weights as :func:`labkit.cam.grad_cam` computes them, or as a typical mistake would."""
+    import copy
+
+    torch = _torch()
+    model = copy.deepcopy(models.pristine(spec))
+    if how != "train_mode":
+        model.eval()
+    target, store = int(spec["target"]), {}
+    handle = model.get_submodule(str(spec["layer"])).register_forward_hook(lambda m, a, out: store.update(act=out))
+    try:
+        with torch.enable_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            x = _cam_images(spec).requires_grad_(True)
+            logits = model(x)
+            scores = {"softmax": lambda: logits.softmax(1)[:, target].sum(), "all_logits": lambda: logits.sum(),
+                      "argmax": lambda: logits.gather(1, logits.argmax(1)[:, None]).sum(),
+                      "loss": lambda: torch.nn.functional.cross_entropy(logits, torch.full((len(x),), target))}
+            score = scores[how]() if how in scores else logits[:, target].sum()
+            grad, = torch.autograd.grad(score, store["act"])
+    finally:
+        handle.remove()
+    act = store["act"].detach()
+    reduce = {"sum": lambda: grad.sum((2, 3)), "activations": lambda: act.mean((2, 3)),
+              "max": lambda: grad.amax((2, 3)), "times_act": lambda: (grad * act).mean((2, 3))}
+    return (reduce[how]() if how in reduce else grad.mean((2, 3))).detach().double()
+
+
+_CAM_MISTAKES = (
+    ("sum", "the gradient is summed over the h x w positions: average it (mean over dims 2 and 3)"),
+    ("activations", "these are the feature map's averages, not its gradient's"),
+    ("times_act", "the weights are the averaged gradient alone; multiplying by the activations comes later"),
+    ("max", "the gradient's maximum over space, not its average"),
+    ("softmax", "this is the gradient of the softmax probability: Grad-CAM takes the target's logit (before softmax)"),
+    ("loss", "this is the gradient of the cross-entropy loss: Grad-CAM takes the target's logit itself"),
+    ("all_logits", "this is the gradient of the sum of every logit: take only the target class's logit"),
+    ("argmax", "this explains the predicted class: use the `target` argument"),
+    ("train_mode", "the model ran in training mode (BatchNorm used the batch's statistics): call model.eval() first"),
+)
+
+
+def _cam_close(got, want) -> bool:
+    scale = float(want.abs().max())
+    return tuple(got.shape) == tuple(want.shape) and float((got - want).abs().max()) <= 1e-3 * scale + 1e-12
+
+
+@exercise("01.cam_weights", lesson=LESSON, name="cam_weights", cases=_cam_cases, observe=_cam_observe,
+          params=("model", "images", "target", "layer"))
+def _judge_cam(spec: dict, obs: dict, chk: Checker) -> None:
+    from .protocol import tensor_from_json
+
+    shown = f"cam_weights(<{_clip(spec['shown'], 120)}>)"
+    if "does not require grad" in str(obs.get("raised", "")):
+        chk.fail(f"{shown} raised {_clip(obs['raised'], 160)}",
+                 "on a frozen backbone nothing in the graph requires grad: call requires_grad_(True) on a copy of the "
+                 "images (images.clone().requires_grad_(True)) before the forward pass")
+    fail_if_raised(chk, obs, shown)
+    if obs.get("is_tensor") is not True:
+        chk.fail(f"{shown} returned a {_clip(obs.get('type'), 40)}; expected a tensor of shape (N, C)",
+                 "return the averaged gradient, e.g. grad.mean(dim=(2, 3))")
+    want = _cam_reference(spec)
+    got = tensor_from_json(obs["weights"]).double()
+    n, c = want.shape
+    if tuple(got.shape) != (n, c):
+        hint = "one row per image and one weight per channel: average over h and w only, e.g. grad.mean(dim=(2, 3))"
+        if tuple(got.shape) == (c,):
+            hint = "you averaged over the batch too: keep one row per image, grad.mean(dim=(2, 3))"
+        chk.fail(f"{shown} returned shape {tuple(got.shape)}; expected (N, C) = ({n}, {c})", hint)
+    chk.ok("returns one weight per image and channel, shape (N, C)")
+    if not _cam_close(got, want):
+        for how, why in _CAM_MISTAKES:
+            if _cam_close(got, _cam_reference(spec, how)):
+                chk.fail(f"{shown}: the weights differ from Grad-CAM's (largest gap "
+                         f"{float((got - want).abs().max()):.3g}, weights up to {float(want.abs().max()):.3g}): {why}",
+                         "hook the layer's output, take the gradient of logits[:, target].sum() with respect to it "
+                         "(model.eval() first), average it over h and w")
+        chk.fail(f"{shown}: the weights differ from Grad-CAM's (largest gap {float((got - want).abs().max()):.3g}, "
+                 f"weights up to {float(want.abs().max()):.3g})",
+                 "hook the layer's output, take the gradient of logits[:, target].sum() with respect to it "
+                 "(model.eval() first), average it over h and w")
+    chk.ok("equal to Grad-CAM's weights: the target logit's gradient at the layer, averaged over space (eval mode)")
+    if obs.get("hooks_left"):
+        chk.fail(f"{shown} left {_plural(int(obs['hooks_left']), 'hook')} on the model",
+                 "keep the handle that register_forward_hook returns and call handle.remove() (in a finally: block)")
+    if obs.get("images_changed"):
+        chk.fail(f"{shown} changed the images it was given", "work on a copy: images.clone()")
+    chk.ok("leaves no hook behind and the images unchanged")

@@ -1,4 +1,4 @@
-"""Lesson 03's exercises (discriminative learning rates): 03.make_param_groups and 03.conv1_drift.
+"""Lesson 03's exercises (discriminative learning rates): 03.make_param_groups, 03.conv1_drift, 03.pick_rate.
 
 Declared with ``@exercise`` (the protocol of docs/EXERCISES.md). The judge of the parameter
 groups takes ResNet's stages (stem, layer1..layer4, fc) from :func:`labkit.heads.stages`.
@@ -6,7 +6,7 @@ groups takes ResNet's stages (stem, layer1..layer4, fc) from :func:`labkit.heads
 Example:
     >>> from labkit.grading.exercises import exercises_for
     >>> [e.name for e in exercises_for(LESSON)]
-    ['make_param_groups', 'conv1_drift']
+    ['make_param_groups', 'conv1_drift', 'pick_rate']
 """
 from __future__ import annotations
 
@@ -313,3 +313,134 @@ def _judge_drift(spec: dict, obs: dict, chk: Checker) -> None:
     chk.ok("returns the relative change ||after - before|| / ||before|| as a float")
 
 
+
+
+# ---------------------------------------------------------------------------------------
+# 03.pick_rate: read a learning-rate finder's curve with a stated rule
+# ---------------------------------------------------------------------------------------
+SMOOTH = 0.98  # the finder's moving-average weight (labkit.lr_finder.lr_find's default)
+
+
+def _rate_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
+    cases = [
+        {"n": 100, "start": 1e-7, "end": 10.0, "fall": 0.55, "blow": 0.9, "noise": 0.0, "seed": 801, "tail": None,
+         "shown": "a clean curve: it falls, then diverges"},
+        {"n": 100, "start": 1e-7, "end": 10.0, "fall": 0.5, "blow": 0.85, "noise": 0.15, "seed": 802, "tail": None,
+         "shown": "a noisy curve"},
+        {"n": 60, "start": 1e-6, "end": 1e-2, "fall": 0.8, "blow": None, "noise": 0.02, "seed": 803, "tail": None,
+         "shown": "a curve that never diverges: the loss still falls at the last rate"},
+        {"n": 80, "start": 1e-7, "end": 10.0, "fall": 0.5, "blow": 0.8, "noise": 0.05, "seed": 804, "tail": "nan",
+         "shown": "a curve whose last loss is nan (the run blew up)"},
+    ]
+    if hidden:
+        for _ in range(3):
+            blow = rng.choice([None, round(rng.uniform(0.75, 0.95), 3)])
+            cases.append({
+                "n": rng.randint(30, 120), "start": float(f"{10 ** rng.uniform(-8, -5):.3g}"),
+                "end": float(f"{10 ** rng.uniform(-1.5, 1):.3g}"), "fall": round(rng.uniform(0.3, 0.7), 3),
+                "blow": blow, "noise": round(rng.uniform(0.0, 0.2), 3), "seed": rng.randrange(2**31),
+                "tail": rng.choice([None, None, "nan", "inf"]) if blow is not None else None,
+                "shown": "a finder curve", "hidden": True,
+            })
+    return cases
+
+
+def _curve(spec: dict) -> tuple[list[float], list[float]]:
+    """The case's rates (growing exponentially) and batch losses: a fall, maybe a blow-up, noise, maybe nan/inf last."""
+    n, start, end = int(spec["n"]), float(spec["start"]), float(spec["end"])
+    g = random.Random(int(spec["seed"]))
+    rates, losses = [], []
+    for i in range(n):
+        t = i / (n - 1)
+        loss = 2.3 - 1.6 / (1 + math.exp(-(t - float(spec["fall"])) / 0.07))
+        if spec.get("blow") is not None:
+            loss += 0.5 * (math.exp(max(t - float(spec["blow"]), 0.0) / 0.04) - 1)
+        loss = max(0.05, loss * (1 + float(spec["noise"]) * g.gauss(0, 1)))
+        rates.append(start * (end / start) ** t)
+        losses.append(round(loss, 6))
+    if spec.get("tail"):
+        losses[-1] = float(spec["tail"])
+    return rates, losses
+
+
+def _smoothed(losses: list[float], beta: float = SMOOTH, *, debias: bool = True) -> list[float]:
+    """The finder's debiased exponential moving average (``debias=False``: the forgotten correction)."""
+    avg, out = 0.0, []
+    for i, value in enumerate(losses):
+        avg = beta * avg + (1 - beta) * value
+        out.append(avg / (1 - beta ** (i + 1)) if debias else avg)
+    return out
+
+
+def _argmin_finite(values: list[float]) -> int:
+    finite = [i for i, v in enumerate(values) if math.isfinite(v)]
+    return min(finite, key=lambda i: (values[i], i))
+
+
+def _rate_observe(fn, spec: dict) -> dict:
+    torch = _torch()
+    rates, losses = _curve(spec)
+    got, problem = call_learner(fn, list(rates), list(losses))
+    if problem is not None:
+        return problem
+    obs: dict = {"type": _kind_of(got), "is_tensor": isinstance(got, torch.Tensor)}
+    value = got.item() if isinstance(got, torch.Tensor) and got.numel() == 1 else got
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        obs["value"] = float(value) if math.isfinite(float(value)) else str(float(value))
+    return obs
+
+
+def _rate_mistakes(rates: list[float], losses: list[float]) -> list[tuple[float, str]]:
+    """(the rate a typical mistake returns, what to say about it)."""
+    from labkit.lr_finder import suggest_lr
+
+    smooth = _smoothed(losses)
+    at_min = rates[_argmin_finite(smooth)]
+    out = [
+        (at_min, "it is the rate at the minimum itself: the rule divides it by 10"),
+        (at_min * 10, "it is the rate at the minimum times 10: the rule divides by 10"),
+        (rates[_argmin_finite(losses)] / 10,
+         "it is where the raw batch losses are lowest: smooth them with the finder's moving average "
+         "(weight 0.98) first"),
+        (rates[_argmin_finite(_smoothed(losses, debias=False))] / 10,
+         "the moving average is not debiased: divide it by 1 - 0.98 ** (i + 1), or its first values sit near 0"),
+        (suggest_lr(rates, smooth, "valley"), "that is fastai's valley rule, not the minimum divided by 10"),
+        (suggest_lr(rates, smooth, "minimum"),
+         "that is labkit's suggest_lr, which skips the first tenth and the last five points; this rule uses every "
+         "point"),
+    ]
+    bad = [i for i, v in enumerate(smooth) if not math.isfinite(v)]
+    if bad:
+        out.append((rates[bad[0]] / 10, "a nan or inf loss is not a minimum: skip the losses that are not finite"))
+    return out
+
+
+@exercise("03.pick_rate", lesson=LESSON, name="pick_rate", cases=_rate_cases, observe=_rate_observe,
+          params=("rates", "losses"))
+def _judge_rate(spec: dict, obs: dict, chk: Checker) -> None:
+    shown = f"pick_rate(<{spec['shown']}, {spec['n']} points>)"
+    fail_if_raised(chk, obs, shown)
+    if obs.get("is_tensor"):
+        chk.fail(f"{shown} returned a tensor; expected a Python float", "convert the rate with float(...)")
+    got = obs.get("value")
+    if isinstance(got, str):
+        chk.fail(f"{shown} returned {_clip(got, 20)}; expected a finite rate",
+                 "a nan or inf loss is not a minimum: skip the losses that are not finite")
+    if not isinstance(got, float):
+        chk.fail(f"{shown} returned a {_clip(obs.get('type'), 40)}; expected a float (a learning rate)",
+                 "return the chosen rate as a float")
+    chk.ok("returns a rate as a float")
+    rates, losses = _curve(spec)
+    smooth = _smoothed(losses)
+    at_min = rates[_argmin_finite(smooth)]
+    if not math.isclose(got, at_min / 10, rel_tol=1e-6):
+        for value, why in _rate_mistakes(rates, losses):
+            if math.isclose(got, value, rel_tol=1e-6):
+                chk.fail(f"{shown} returned {got:.4g}; expected {at_min / 10:.4g}: {why}",
+                         "smooth with the debiased moving average (0.98), take the rate at the lowest finite smoothed "
+                         "loss, divide it by 10")
+        chk.fail(f"{shown} returned {got:.4g}; expected {at_min / 10:.4g} (the lowest smoothed loss is at rate "
+                 f"{at_min:.4g})",
+                 "smooth with the debiased moving average (0.98), take the rate at the lowest finite smoothed loss, "
+                 "divide it by 10")
+    chk.ok("the rate at the lowest smoothed loss, divided by 10, on clean, noisy and never-diverging curves")

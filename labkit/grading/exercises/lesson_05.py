@@ -1,4 +1,5 @@
-"""Lesson 05's exercises (medical domain adaptation): 05.reestimate_bn, 05.class_weights, 05.medical_policy.
+"""Lesson 05's exercises (medical domain adaptation): 05.reestimate_bn, 05.class_weights, 05.medical_policy,
+05.most_confused_pair.
 
 Declared with ``@exercise`` (the protocol of docs/EXERCISES.md); each ``cases`` gives the public
 (hidden=False) or the drawn cases and :func:`.protocol.public_then_hidden` joins them. The judges
@@ -8,7 +9,7 @@ process, imported lazily).
 Example:
     >>> from labkit.grading.exercises import exercises_for
     >>> [e.name for e in exercises_for(LESSON)]
-    ['reestimate_bn', 'class_weights_from_counts', 'medical_policy']
+    ['reestimate_bn', 'class_weights_from_counts', 'medical_policy', 'most_confused_pair']
 """
 from __future__ import annotations
 
@@ -367,3 +368,91 @@ f"is {near} "
             chk.fail_many(problems)
     chk.ok("returns a (strategy, bn) pair from the vocabulary")
     chk.ok("strategy from data size and domain gap, BatchNorm from data size or a new scanner")
+
+
+# ---------------------------------------------------------------------------------------
+# 05.most_confused_pair: the largest off-diagonal cell of a confusion matrix
+# ---------------------------------------------------------------------------------------
+def _mc_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
+    if not hidden:
+        return [
+            {"matrix": [[40, 2, 1, 7], [3, 45, 0, 2], [9, 0, 38, 3], [1, 4, 2, 43]], "shown": "a 4x4 matrix"},
+            {"matrix": [[30, 0, 3], [5, 20, 0], [5, 0, 25]], "shown": "a 3x3 matrix with a tie"},
+            {"matrix": [[12, 0, 6], [0, 15, 6], [0, 0, 20]], "shown": "a 3x3 matrix with a tie in one column"},
+            {"matrix": [[0, 50], [0, 50]], "shown": "a 2x2 matrix where every image is called class 1"},
+            {"matrix": [[10, 0, 0], [0, 10, 0], [0, 0, 10]], "shown": "a 3x3 matrix with no mistakes"},
+        ]
+    cases = []
+    for _ in range(3):
+        k = rng.randint(2, 8)
+        matrix = [[rng.randint(0, 6) if i != j else rng.randint(5, 60) for j in range(k)] for i in range(k)]
+        if rng.random() < 0.5:  # force a tie for the top off-diagonal count
+            top = max(matrix[i][j] for i in range(k) for j in range(k) if i != j)
+            i, j = rng.choice([(i, j) for i in range(k) for j in range(k) if i != j])
+            matrix[i][j] = top
+        cases.append({"matrix": matrix, "shown": f"a {k}x{k} matrix"})
+    return cases
+
+
+def _mc_expected(matrix: list[list[int]]) -> tuple[int, int] | None:
+    cells = [(-matrix[i][j], i, j) for i in range(len(matrix)) for j in range(len(matrix)) if i != j and matrix[i][j]]
+    return (min(cells)[1], min(cells)[2]) if cells else None
+
+
+def _mc_observe(obj: Any, spec: dict) -> dict:
+    import torch
+
+    out, problem = call_learner(obj, torch.tensor(spec["matrix"], dtype=torch.int64))
+    if problem is not None:
+        return problem
+    if out is None:
+        return {"returned_none_answer": True}
+    if isinstance(out, torch.Tensor) and out.numel() <= 2:
+        out = out.flatten().tolist()
+    if isinstance(out, (tuple, list)) and len(out) == 2:
+        values = []
+        for x in out:
+            x = x.item() if isinstance(x, torch.Tensor) and x.numel() == 1 else x
+            integral = hasattr(x, "__index__") and not isinstance(x, bool)
+            values.append(int(x.__index__()) if integral else repr(x)[:30])
+        return {"pair": values}
+    return {"returned": repr(out)[:60], "type": type(out).__name__}
+
+
+@exercise("05.most_confused_pair", lesson=LESSON, name="most_confused_pair", cases=public_then_hidden(_mc_cases),
+          observe=_mc_observe, params=("confusion",))
+def _mc_judge(spec: dict, obs: dict, chk) -> None:
+    matrix = spec["matrix"]
+    k = len(matrix)
+    shown = f"most_confused_pair(<{spec.get('shown', 'a matrix')}>)"
+    if "raised" in obs:
+        fail_raised(chk, shown, obs)
+    want = _mc_expected(matrix)
+    hint = ("rows are the true classes, columns the predicted ones: return (row, column) of the largest count off "
+            "the diagonal, the lowest row (then column) on a tie, or None when there is none")
+    if obs.get("returned_none_answer"):
+        if want is None:
+            chk.ok("returns None when there is no mistake")
+            return
+        chk.fail(f"{shown} returned None; expected {want}", hint)
+    pair = obs.get("pair")
+    if not isinstance(pair, list) or len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        chk.fail(f"{shown} returned {str(obs.get('returned', pair))[:60]}; expected a pair (true, predicted) of ints",
+                 "return a tuple of two ints, e.g. (2, 0)")
+    got = tuple(pair)
+    if want is None:
+        chk.fail(f"{shown} returned {got}; expected None: nothing off the diagonal is above 0",
+                 "return None when the matrix holds no mistakes (every off-diagonal count is 0)")
+    if got != want:
+        ranked = sorted((-matrix[i][j], i, j) for i in range(k) for j in range(k) if i != j)
+        tied = [(i, j) for c, i, j in ranked if c == ranked[0][0]]
+        if got[0] == got[1]:
+            why = "that cell is on the diagonal (images classified right): skip it"
+        elif got == want[::-1]:
+            why = "that is (predicted, true): rows are the true classes, so return (row, column)"
+        elif got in tied:
+            why = "several cells share the largest count: take the lowest true index, then the lowest predicted one"
+        else:
+            why = "its count is not the largest off the diagonal"
+        chk.fail(f"{shown} returned {got}; expected {want} (count {matrix[want[0]][want[1]]}): {why}", hint)
+    chk.ok("returns (true, predicted) of the largest off-diagonal count, ties to the lowest index")

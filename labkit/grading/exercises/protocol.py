@@ -357,6 +357,7 @@ def tensor_to_json(t: Any) -> dict:
     Non-finite values become the strings "nan", "inf" and "-inf", so the result is strict JSON.
 
     Example:
+        >>> import torch
         >>> tensor_to_json(torch.tensor([[1.0, float("nan")]]))
         {'shape': [1, 2], 'dtype': 'float32', 'data': [1.0, 'nan']}
     """
@@ -383,7 +384,7 @@ def tensor_from_json(d: Any):
 
     Example:
         >>> tensor_from_json({"shape": [2], "dtype": "float64", "data": [0.5, "inf"]})
-        tensor([0.5000, inf], dtype=torch.float64)
+        tensor([0.5000,    inf], dtype=torch.float64)
     """
     torch = _torch()
     if not isinstance(d, dict) or set(d) != {"shape", "dtype", "data"}:
@@ -483,7 +484,7 @@ def exercises_for(lesson: str) -> list[Exercise]:
 
     Example:
         >>> [e.id for e in exercises_for("03_discriminative_lr")]
-        ['03.make_param_groups', '03.conv1_drift']
+        ['03.make_param_groups', '03.conv1_drift', '03.pick_rate']
     """
     known = lessons()
     if lesson not in known:
