@@ -17,16 +17,16 @@ import random
 from . import models
 from .protocol import (
     Checker,
-    _CheckTimeout,
-    _clip,
-    _kind_of,
-    _message,
-    _plural,
-    _short,
-    _torch,
+    CheckTimeout,
     call_learner,
+    clip,
+    exception_text,
     exercise,
     fail_if_raised,
+    kind_of,
+    lazy_torch,
+    plural,
+    short,
     str_list,
 )
 
@@ -51,14 +51,14 @@ def _swap_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
 
 
 def _swap_observe(fn, spec: dict) -> dict:
-    torch = _torch()
+    torch = lazy_torch()
     model = models.fresh_model(spec)
     before = {id(p): (n, p) for n, p in model.named_parameters()}  # keeps the tensors alive
     out, problem = call_learner(fn, model, int(spec["num_classes"]))
     if problem is not None:
         return problem
     obs: dict = {"returned": "same" if out is model else ("none" if out is None else "other"),
-                 "returned_type": _kind_of(out)}
+                 "returned_type": kind_of(out)}
     obs["params"] = [
         {"name": n, "was": before[id(p)][0] if id(p) in before else None, "requires_grad": bool(p.requires_grad),
          "shape": list(p.shape)}
@@ -73,11 +73,11 @@ def _swap_observe(fn, spec: dict) -> dict:
             if first is not None:
                 x = x.to(first.device, first.dtype if first.is_floating_point() else None)
             y = model(x)
-        obs["forward"] = {"shape": list(y.shape)} if isinstance(y, torch.Tensor) else {"type": _kind_of(y)}
-    except _CheckTimeout:
+        obs["forward"] = {"shape": list(y.shape)} if isinstance(y, torch.Tensor) else {"type": kind_of(y)}
+    except CheckTimeout:
         raise
     except Exception as exc:  # the model no longer runs: what it raised is the observation
-        obs["forward"] = {"raised": f"{type(exc).__name__}: {_message(exc)}"}
+        obs["forward"] = {"raised": f"{type(exc).__name__}: {exception_text(exc)}"}
     return obs
 
 
@@ -92,7 +92,7 @@ def _judge_swap(spec: dict, obs: dict, chk: Checker) -> None:
         chk.fail(f"{shown} returned None", "change the model in place, then `return model` at the end")
     if obs.get("returned") != "same":
         chk.fail(
-            f"{shown} returned a different object ({_clip(obs.get('returned_type'), 40)}) than the model it was given",
+            f"{shown} returned a different object ({clip(obs.get('returned_type'), 40)}) than the model it was given",
             "change the model you were given in place (assign a new head to it) and return that same model",
         )
     chk.ok("changes the model in place and returns it")
@@ -128,8 +128,8 @@ def _judge_new_head(spec: dict, obs: dict, chk: Checker, facts: dict, new: list[
     if old_head:
         kept = old_head[0]
         chk.fail(
-            f"the old {facts['out']}-way head is still in the model (its `{_clip(kept.get('was'), 60)}` now sits at "
-            f"`{_clip(kept.get('name'), 60)}`)",
+            f"the old {facts['out']}-way head is still in the model (its `{clip(kept.get('was'), 60)}` now sits at "
+            f"`{clip(kept.get('name'), 60)}`)",
             "assign the new layer in place of the old head instead of wrapping or stacking on it",
         )
     place = max(inside, key=len)
@@ -144,13 +144,13 @@ def _judge_new_head(spec: dict, obs: dict, chk: Checker, facts: dict, new: list[
         )
     forward = obs.get("forward") if isinstance(obs.get("forward"), dict) else {}
     if "raised" in forward:
-        chk.fail(f"the returned {label} no longer runs on a batch of images: {_clip(forward['raised'])}",
+        chk.fail(f"the returned {label} no longer runs on a batch of images: {clip(forward['raised'])}",
                  "call the model on a small batch yourself to see the full traceback")
     shape = forward.get("shape")
     got = shape[-1] if isinstance(shape, list) and len(shape) == 2 else None
     if got != n:
         extra = " (1000 is ImageNet's: the old out size)" if got == 1000 else ""
-        chk.fail(f"the new head of {label} gives {_clip(got, 20)} scores per image; expected num_classes = {n}{extra}",
+        chk.fail(f"the new head of {label} gives {clip(got, 20)} scores per image; expected num_classes = {n}{extra}",
                  "the new head's out size must be num_classes")
 
 
@@ -171,16 +171,16 @@ def _judge_swap_frozen(chk: Checker, label: str, new: list[dict], old: list[dict
     if old_trainable:
         chk.fail(
             f"{len(old_trainable)} of {len(old)} backbone tensors are still trainable (e.g. "
-            f"{_clip(old_trainable[0], 60)})",
+            f"{clip(old_trainable[0], 60)})",
             "freeze every parameter of the model, not only some layers",
         )
     if new_frozen:
-        chk.fail(f"{_plural(len(new_frozen), 'tensor')} of the new head {'is' if len(new_frozen) == 1 else 'are'} "
-                 f"frozen ({_clip(new_frozen[0], 60)})", "the new head must be trainable: don't freeze after swapping")
+        chk.fail(f"{plural(len(new_frozen), 'tensor')} of the new head {'is' if len(new_frozen) == 1 else 'are'} "
+                 f"frozen ({clip(new_frozen[0], 60)})", "the new head must be trainable: don't freeze after swapping")
 
 
 def _swap_widths(model, spec: dict) -> dict:
-    nn = _torch().nn
+    nn = lazy_torch().nn
     head_path = models.head_path(model)
     container = head_path.rpartition(".")[0] or None  # a Sequential classifier may be replaced whole
     widths = {head_path: model.get_submodule(head_path).in_features}
@@ -218,20 +218,20 @@ def _optim_label(spec: dict) -> str:
 
 
 def _optim_observe(fn, spec: dict) -> dict:
-    torch = _torch()
+    torch = lazy_torch()
     model = models.fresh_model(spec)
     name_of = models.param_names(model)
     opt, problem = call_learner(fn, model, float(spec["lr"]))
     if problem is not None:
         return problem
-    obs: dict = {"type": _kind_of(opt), "is_optimizer": isinstance(opt, torch.optim.Optimizer)}
+    obs: dict = {"type": kind_of(opt), "is_optimizer": isinstance(opt, torch.optim.Optimizer)}
     if obs["is_optimizer"]:
         groups = []
         for g in opt.param_groups:
             lr = g.get("lr")
             groups.append({
                 "lr": float(lr) if isinstance(lr, numbers.Real) and not isinstance(lr, bool) else None,
-                "lr_repr": _short(lr, 40),
+                "lr_repr": short(lr, 40),
                 "params": [name_of.get(id(p)) for p in g.get("params", [])],
             })
         obs["groups"] = groups
@@ -250,7 +250,7 @@ def _judge_optim(spec: dict, obs: dict, chk: Checker) -> None:
     shown = f"make_head_optimizer(<{_optim_label(spec)}>, {lr:g})"
     fail_if_raised(chk, obs, shown)
     if obs.get("is_optimizer") is not True:
-        chk.fail(f"{shown} returned a {_clip(obs.get('type'), 40)}; expected a torch.optim optimizer",
+        chk.fail(f"{shown} returned a {clip(obs.get('type'), 40)}; expected a torch.optim optimizer",
                  "build one, e.g. torch.optim.SGD(params, lr=lr), and return it")
     chk.ok("returns a torch.optim optimizer")
     facts = models.facts(spec, _optim_facts)
@@ -260,7 +260,7 @@ def _judge_optim(spec: dict, obs: dict, chk: Checker) -> None:
     foreign = [p for p in held if p is None]
     if foreign:
         chk.fail(
-            f"{_plural(len(foreign), 'tensor')} in your optimizer {'is' if len(foreign) == 1 else 'are'} not "
+            f"{plural(len(foreign), 'tensor')} in your optimizer {'is' if len(foreign) == 1 else 'are'} not "
             "parameters of the model passed in",
             "build the optimizer from the `model` argument, not from a global model or new tensors",
         )
@@ -269,18 +269,18 @@ def _judge_optim(spec: dict, obs: dict, chk: Checker) -> None:
         chk.fail(f"your optimizer holds {len(frozen)} frozen tensors", "pass only parameters with requires_grad")
     twice = sorted({p for p in held if held.count(p) > 1})
     if twice:
-        chk.fail(f"your optimizer holds {_clip(twice[0], 60)} more than once", "pass each trainable parameter once")
+        chk.fail(f"your optimizer holds {clip(twice[0], 60)} more than once", "pass each trainable parameter once")
     missing = [n for n in facts["trainable"] if n not in set(held)]
     if missing:
         chk.fail(
-            f"your optimizer is missing {_plural(len(missing), 'trainable tensor')} (e.g. {missing[0]})",
+            f"your optimizer is missing {plural(len(missing), 'trainable tensor')} (e.g. {missing[0]})",
             "pass every parameter with requires_grad, not only the head's: other layers may be unfrozen too",
         )
     chk.ok("holds exactly the trainable parameters")
     for i, group in enumerate(groups):
         got = group.get("lr")
         if not isinstance(got, (int, float)) or isinstance(got, bool) or not math.isclose(float(got), lr, rel_tol=1e-9):
-            chk.fail(f"param group {i} has lr {_clip(group.get('lr_repr'), 40)} for lr={lr:g}",
+            chk.fail(f"param group {i} has lr {clip(group.get('lr_repr'), 40)} for lr={lr:g}",
                      "use the lr argument (not a fixed number) for every group")
     chk.ok("every group uses the lr passed in")
 
@@ -310,15 +310,15 @@ def _count_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
 
 
 def _count_observe(fn, spec: dict) -> dict:
-    torch = _torch()
+    torch = lazy_torch()
     got, problem = call_learner(fn, models.fresh_model(spec))
     if problem is not None:
         return problem
-    obs: dict = {"type": _kind_of(got)}
+    obs: dict = {"type": kind_of(got)}
     if isinstance(got, (tuple, list)):
         items = []
         for x in list(got)[:4]:
-            item = {"type": _kind_of(x), "is_tensor": isinstance(x, torch.Tensor),
+            item = {"type": kind_of(x), "is_tensor": isinstance(x, torch.Tensor),
                     "integral": isinstance(x, numbers.Integral) and not isinstance(x, bool)}
             try:
                 value = x.item() if isinstance(x, torch.Tensor) and x.numel() == 1 else x
@@ -337,7 +337,7 @@ def _count_observe(fn, spec: dict) -> dict:
 def _count_facts(model, spec: dict) -> dict:
     params = list(model.parameters())
     dup = [p for _, p in model.named_parameters(remove_duplicate=False)]
-    linears = [m for m in model.modules() if isinstance(m, _torch().nn.Linear)]
+    linears = [m for m in model.modules() if isinstance(m, lazy_torch().nn.Linear)]
     head = linears[-1] if linears else None
     return {
         "total": sum(p.numel() for p in params),
@@ -359,18 +359,18 @@ def _count_facts(model, spec: dict) -> dict:
 @exercise("01.count_parameters", lesson=LESSON, name="count_parameters", cases=_count_cases, observe=_count_observe,
           params=("model",))
 def _judge_count(spec: dict, obs: dict, chk: Checker) -> None:
-    shown = f"count_parameters(<{_clip(spec.get('shown'), 120)}>)"
+    shown = f"count_parameters(<{clip(spec.get('shown'), 120)}>)"
     fail_if_raised(chk, obs, shown)
     items = obs.get("items")
     pair = isinstance(items, list) and obs.get("length") == 2 and len(items) == 2
     if not pair or not all(isinstance(i, dict) for i in items):
-        chk.fail(f"{shown} returned a {_clip(obs.get('type'), 40)}; expected a pair (trainable, total)",
+        chk.fail(f"{shown} returned a {clip(obs.get('type'), 40)}; expected a pair (trainable, total)",
                  "end with `return trainable, total`")
     if any(i.get("is_tensor") for i in items):
         chk.fail(f"{shown} returned tensors; expected Python ints",
                  "convert with int(...) or sum p.numel() values, which are ints")
     if not all(i.get("integral") is True and isinstance(i.get("value"), int) for i in items):
-        chk.fail(f"{shown} returned ({_clip(items[0].get('type'), 20)}, {_clip(items[1].get('type'), 20)}); expected "
+        chk.fail(f"{shown} returned ({clip(items[0].get('type'), 20)}, {clip(items[1].get('type'), 20)}); expected "
                  "two ints", "count elements with p.numel(), which gives ints")
     tr, tot = items[0]["value"], items[1]["value"]
     f = models.facts(spec, _count_facts)
@@ -465,7 +465,7 @@ def _cam_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
 
 
 def _cam_images(spec: dict):
-    torch = _torch()
+    torch = lazy_torch()
     g = torch.Generator().manual_seed(int(spec["img_seed"]))
     return torch.randn(int(spec["n"]), 3, 64, 64, generator=g)
 
@@ -473,7 +473,7 @@ def _cam_images(spec: dict):
 def _cam_observe(fn, spec: dict) -> dict:
     from .protocol import tensor_to_json
 
-    torch = _torch()
+    torch = lazy_torch()
     model = models.fresh_model(spec)
     images = _cam_images(spec)
     before = images.clone()
@@ -482,7 +482,7 @@ def _cam_observe(fn, spec: dict) -> dict:
         got, problem = call_learner(fn, model, images, int(spec["target"]), str(spec["layer"]))
     if problem is not None:
         return problem
-    obs: dict = {"type": _kind_of(got), "is_tensor": isinstance(got, torch.Tensor)}
+    obs: dict = {"type": kind_of(got), "is_tensor": isinstance(got, torch.Tensor)}
     if obs["is_tensor"]:
         obs["weights"] = tensor_to_json(got.detach().float().cpu())
     hooks = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks) for m in model.modules())
@@ -495,7 +495,7 @@ def _cam_reference(spec: dict, how: str = "right"):
     """Grad-CAM's channel weights as :func:`labkit.cam.grad_cam` computes them, or as a typical mistake would."""
     import copy
 
-    torch = _torch()
+    torch = lazy_torch()
     model = copy.deepcopy(models.pristine(spec))
     if how != "train_mode":
         model.eval()
@@ -542,14 +542,14 @@ def _cam_close(got, want) -> bool:
 def _judge_cam(spec: dict, obs: dict, chk: Checker) -> None:
     from .protocol import tensor_from_json
 
-    shown = f"cam_weights(<{_clip(spec['shown'], 120)}>)"
+    shown = f"cam_weights(<{clip(spec['shown'], 120)}>)"
     if "does not require grad" in str(obs.get("raised", "")):
-        chk.fail(f"{shown} raised {_clip(obs['raised'], 160)}",
+        chk.fail(f"{shown} raised {clip(obs['raised'], 160)}",
                  "on a frozen backbone nothing in the graph requires grad: call requires_grad_(True) on a copy of the "
                  "images (images.clone().requires_grad_(True)) before the forward pass")
     fail_if_raised(chk, obs, shown)
     if obs.get("is_tensor") is not True:
-        chk.fail(f"{shown} returned a {_clip(obs.get('type'), 40)}; expected a tensor of shape (N, C)",
+        chk.fail(f"{shown} returned a {clip(obs.get('type'), 40)}; expected a tensor of shape (N, C)",
                  "return the averaged gradient, e.g. grad.mean(dim=(2, 3))")
     want = _cam_reference(spec)
     got = tensor_from_json(obs["weights"]).double()
@@ -573,7 +573,7 @@ def _judge_cam(spec: dict, obs: dict, chk: Checker) -> None:
                  "(model.eval() first), average it over h and w")
     chk.ok("equal to Grad-CAM's weights: the target logit's gradient at the layer, averaged over space (eval mode)")
     if obs.get("hooks_left"):
-        chk.fail(f"{shown} left {_plural(int(obs['hooks_left']), 'hook')} on the model",
+        chk.fail(f"{shown} left {plural(int(obs['hooks_left']), 'hook')} on the model",
                  "keep the handle that register_forward_hook returns and call handle.remove() (in a finally: block)")
     if obs.get("images_changed"):
         chk.fail(f"{shown} changed the images it was given", "work on a copy: images.clone()")

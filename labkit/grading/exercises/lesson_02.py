@@ -14,16 +14,16 @@ import random
 
 from . import models
 from .protocol import (
-    _MAX_ELEMENTS,
+    MAX_ELEMENTS,
     Checker,
-    _CheckTimeout,
-    _clip,
-    _kind_of,
-    _message,
-    _torch,
+    CheckTimeout,
     call_learner,
+    clip,
+    exception_text,
     exercise,
     fail_if_raised,
+    kind_of,
+    lazy_torch,
     str_list,
     tensor_from_json,
     tensor_to_json,
@@ -54,7 +54,7 @@ def _conv_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
 
 
 def _conv_observe(fn, spec: dict) -> dict:
-    torch = _torch()
+    torch = lazy_torch()
     model = models.fresh_model(spec)
     named = list(model.named_parameters())
     convs = [f"{n}.weight" for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)][:2]
@@ -63,14 +63,14 @@ def _conv_observe(fn, spec: dict) -> dict:
     w, problem = call_learner(fn, model)
     if problem is not None:
         return problem
-    obs: dict = {"type": _kind_of(w), "is_tensor": isinstance(w, torch.Tensor)}
+    obs: dict = {"type": kind_of(w), "is_tensor": isinstance(w, torch.Tensor)}
     obs["call_changed"] = [n for (n, p), s in zip(watched, snapshot) if not torch.equal(p.detach(), s)]
     if not obs["is_tensor"]:
         obs["is_ndarray"] = type(w).__module__ == "numpy" and hasattr(w, "shape")
         return obs
     obs["is_parameter"] = isinstance(w, torch.nn.Parameter)
     obs["requires_grad"] = bool(w.requires_grad)
-    if w.numel() <= _MAX_ELEMENTS:
+    if w.numel() <= MAX_ELEMENTS:
         obs["tensor"] = tensor_to_json(w)
     else:  # far bigger than any first conv here: its shape and first values identify it
         obs["sample"] = {"shape": list(w.shape), "head": tensor_to_json(w.detach().reshape(-1)[:256])}
@@ -81,15 +81,15 @@ def _conv_observe(fn, spec: dict) -> dict:
         with torch.no_grad():
             w.add_(1.0)
         obs["edit_changed"] = [n for (n, p), s in zip(sharing, saved) if not torch.equal(p.detach(), s)]
-    except _CheckTimeout:
+    except CheckTimeout:
         raise
     except Exception as exc:  # the result cannot be changed in place: the judge names it
-        obs["edit_raised"] = f"{type(exc).__name__}: {_message(exc)}"
+        obs["edit_raised"] = f"{type(exc).__name__}: {exception_text(exc)}"
     return obs
 
 
 def _conv_facts(model, spec: dict) -> dict:
-    nn = _torch().nn
+    nn = lazy_torch().nn
     convs = [(n, m.weight.detach().clone()) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
     named = list(model.named_parameters())
     return {"convs": convs, "first_param": (named[0][0], named[0][1].detach().clone())}
@@ -98,7 +98,7 @@ def _conv_facts(model, spec: dict) -> dict:
 @exercise("02.first_conv_weight", lesson=LESSON, name="first_conv_weight", cases=_conv_cases, observe=_conv_observe,
           params=("model",))
 def _judge_conv(spec: dict, obs: dict, chk: Checker) -> None:
-    torch = _torch()
+    torch = lazy_torch()
     label = models.label(spec)
     shown = f"first_conv_weight(<fresh {label}>)"
     fail_if_raised(chk, obs, shown)
@@ -106,13 +106,13 @@ def _judge_conv(spec: dict, obs: dict, chk: Checker) -> None:
         if obs.get("is_ndarray"):
             chk.fail(f"{shown} returned a NumPy array; expected a tensor",
                      "return the tensor itself (no .numpy()): .detach().clone() makes the copy")
-        chk.fail(f"{shown} returned a {_clip(obs.get('type'), 40)}; expected a tensor",
+        chk.fail(f"{shown} returned a {clip(obs.get('type'), 40)}; expected a tensor",
                  "return the .weight of the first nn.Conv2d")
     facts = models.facts(spec, _conv_facts)
     first_name, want = facts["convs"][0]
     changed_by_call = str_list(obs.get("call_changed", []))
     if changed_by_call:
-        chk.fail(f"calling {shown} changed the model's `{_clip(changed_by_call[0], 60)}`",
+        chk.fail(f"calling {shown} changed the model's `{clip(changed_by_call[0], 60)}`",
                  "read the weight without modifying the model (no in-place ops on it)")
     if isinstance(obs.get("sample"), dict):
         shape = obs["sample"].get("shape")
@@ -123,7 +123,7 @@ def _judge_conv(spec: dict, obs: dict, chk: Checker) -> None:
         if other is not None:
             chk.fail(f"{shown} returned the weight of `{other}`, a later nn.Conv2d; the first one is `{first_name}`",
                      "go through model.modules() in order and stop at the first nn.Conv2d")
-        chk.fail(f"{shown} returned a tensor of shape {'x'.join(map(_clip, shape or []))}; the first nn.Conv2d of "
+        chk.fail(f"{shown} returned a tensor of shape {'x'.join(map(clip, shape or []))}; the first nn.Conv2d of "
                  f"{label} has weights {'x'.join(map(str, want.shape))}",
                  "take the first nn.Conv2d in model.modules() order, then its .weight")
     got = tensor_from_json(obs.get("tensor"))
@@ -135,7 +135,7 @@ def _judge_conv(spec: dict, obs: dict, chk: Checker) -> None:
 
 
 def _same(a, b) -> bool:
-    torch = _torch()
+    torch = lazy_torch()
     return tuple(a.shape) == tuple(b.shape) and torch.equal(a.to(torch.float64), b.to(torch.float64))
 
 
@@ -181,11 +181,11 @@ def _judge_detached(obs: dict, chk: Checker, shown: str) -> None:
             problems.append((f"{shown} still requires grad: it is part of the autograd graph "
                              "(e.g. .clone() without .detach())", detach))
     if "edit_raised" in obs:
-        problems.append((f"adding 1 to your result raised {_clip(obs['edit_raised'])}",
+        problems.append((f"adding 1 to your result raised {clip(obs['edit_raised'])}",
                          "return an ordinary tensor: weight.detach().clone()"))
     edited = str_list(obs.get("edit_changed", []))
     if edited:
-        problems.append((f"changing your result changed the model's `{_clip(edited[0], 60)}`: they share memory",
+        problems.append((f"changing your result changed the model's `{clip(edited[0], 60)}`: they share memory",
                          "add .clone() after .detach() (.detach() alone, or .data, still shares the model's memory)"))
     if problems:
         chk.fail_many(problems)
@@ -216,7 +216,7 @@ def _display_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
 
 
 def _display_input(spec: dict):
-    torch = _torch()
+    torch = lazy_torch()
     n, c, h, w = (int(s) for s in spec["shape"])
     g = torch.Generator().manual_seed(int(spec["seed"]))
     dtype = getattr(torch, spec["dtype"])
@@ -230,13 +230,13 @@ def _display_input(spec: dict):
 
 
 def _display_observe(fn, spec: dict) -> dict:
-    torch = _torch()
+    torch = lazy_torch()
     weight = _display_input(spec)
     saved = weight.detach().clone()
     out, problem = call_learner(fn, weight)
     if problem is not None:
         return problem
-    obs: dict = {"type": _kind_of(out), "input_changed": not torch.equal(weight.detach(), saved)}
+    obs: dict = {"type": kind_of(out), "input_changed": not torch.equal(weight.detach(), saved)}
     if not isinstance(out, torch.Tensor) and type(out).__module__ == "numpy" and hasattr(out, "shape"):
         try:
             out = torch.from_numpy(out.copy())
@@ -246,12 +246,12 @@ def _display_observe(fn, spec: dict) -> dict:
         try:
             obs["tensor"] = tensor_to_json(out.detach().to(torch.float64) if out.is_floating_point() else out)
         except ValueError as exc:
-            obs["tensor_problem"] = _message(exc)
+            obs["tensor_problem"] = exception_text(exc)
     return obs
 
 
 def _display_reference(x):
-    torch = _torch()
+    torch = lazy_torch()
     low = x.amin(dim=(1, 2, 3), keepdim=True)
     high = x.amax(dim=(1, 2, 3), keepdim=True)
     span = high - low
@@ -263,15 +263,15 @@ def _display_reference(x):
 @exercise("02.to_display", lesson=LESSON, name="to_display", cases=_display_cases, observe=_display_observe,
           params=("weight",))
 def _judge_display(spec: dict, obs: dict, chk: Checker) -> None:
-    torch = _torch()
-    shown = f"to_display(<{_clip(spec.get('shown'), 80)}>)"
+    torch = lazy_torch()
+    shown = f"to_display(<{clip(spec.get('shown'), 80)}>)"
     fail_if_raised(chk, obs, shown)
     if obs.get("input_changed") is not False:
         chk.fail(f"{shown} changed its input",
                  "work on a copy: avoid in-place ops like sub_ / div_ on the weight you were given")
     chk.ok("leaves its input unchanged")
     if "tensor" not in obs:
-        chk.fail(f"{shown} returned a {_clip(obs.get('type'), 40)}; expected a tensor",
+        chk.fail(f"{shown} returned a {clip(obs.get('type'), 40)}; expected a tensor",
                  "return the scaled, permuted tensor")
     try:
         got = tensor_from_json(obs["tensor"]).to(torch.float64)
@@ -293,7 +293,7 @@ def _judge_display(spec: dict, obs: dict, chk: Checker) -> None:
 
 def _judge_display_values(shown: str, x, got, chk: Checker) -> None:
     """Each filter min-max scaled on its own, a constant one at 0.5; else name the mistake the values show."""
-    torch = _torch()
+    torch = lazy_torch()
     n, c, h, w = x.shape
     ref = _display_reference(x)
     const = (x.amax(dim=(1, 2, 3)) - x.amin(dim=(1, 2, 3))) == 0

@@ -17,14 +17,14 @@ import random
 from . import models
 from .protocol import (
     Checker,
-    _clip,
-    _kind_of,
-    _plural,
-    _short,
-    _torch,
     call_learner,
+    clip,
     exercise,
     fail_if_raised,
+    kind_of,
+    lazy_torch,
+    plural,
+    short,
     str_list,
 )
 
@@ -50,13 +50,13 @@ def _groups_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
 
 
 def _groups_observe(fn, spec: dict) -> dict:
-    torch = _torch()
+    torch = lazy_torch()
     model = models.fresh_model(spec)
     name_of = models.param_names(model)
     groups, problem = call_learner(fn, model, float(spec["base_lr"]), float(spec["decay"]))
     if problem is not None:
         return problem
-    obs: dict = {"type": _kind_of(groups), "is_optimizer": isinstance(groups, torch.optim.Optimizer)}
+    obs: dict = {"type": kind_of(groups), "is_optimizer": isinstance(groups, torch.optim.Optimizer)}
     obs["is_list"] = isinstance(groups, (list, tuple))
     if not obs["is_list"]:
         return obs
@@ -64,17 +64,17 @@ def _groups_observe(fn, spec: dict) -> dict:
     for g in list(groups)[:50]:
         item: dict = {"is_dict": isinstance(g, dict)}
         if isinstance(g, dict):
-            item["keys"] = [_short(k, 40) for k in g]
+            item["keys"] = [short(k, 40) for k in g]
             lr = g.get("lr")
             if isinstance(lr, torch.Tensor) and lr.numel() == 1:
                 lr = lr.item()
             number = isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(float(lr))
             item["lr"] = float(lr) if number else None
-            item["lr_repr"] = _short(g.get("lr"), 40)
+            item["lr_repr"] = short(g.get("lr"), 40)
             params = g.get("params")
             if isinstance(params, torch.nn.Module):
                 item["params_kind"] = "module"
-                item["module_type"] = _kind_of(params)
+                item["module_type"] = kind_of(params)
             elif isinstance(params, torch.Tensor):
                 item["params_kind"] = "tensor"
                 item["params"] = [name_of.get(id(params))]
@@ -83,11 +83,11 @@ def _groups_observe(fn, spec: dict) -> dict:
                     values = list(params)
                 except TypeError:
                     item["params_kind"] = "other"
-                    item["params_type"] = _kind_of(params)
+                    item["params_type"] = kind_of(params)
                 else:
                     item["params_kind"] = "iterable"
                     item["params"] = [name_of.get(id(p)) if isinstance(p, torch.Tensor) else None for p in values]
-                    item["non_tensors"] = [_kind_of(p) for p in values if not isinstance(p, torch.Tensor)][:3]
+                    item["non_tensors"] = [kind_of(p) for p in values if not isinstance(p, torch.Tensor)][:3]
         out.append(item)
     obs["groups"] = out
     obs["length"] = len(groups)
@@ -117,17 +117,17 @@ def _judge_groups(spec: dict, obs: dict, chk: Checker) -> None:
     groups = obs.get("groups")
     dicts = isinstance(groups, list) and all(isinstance(g, dict) and g.get("is_dict") for g in groups)
     if obs.get("is_list") is not True or not dicts:
-        chk.fail(f"{shown} returned a {_clip(obs.get('type'), 40)}; expected a list of dicts",
+        chk.fail(f"{shown} returned a {clip(obs.get('type'), 40)}; expected a list of dicts",
                  "one dict per stage, each with 'params' and 'lr'")
     if len(groups) != 6 or obs.get("length") != 6:
         hint = "one group each for stem (conv1 + bn1), layer1, layer2, layer3, layer4 and fc"
         if len(groups) == 5:
             hint += ": the stem (conv1 and bn1) needs a group of its own"
-        chk.fail(f"{shown} returned {_plural(len(groups), 'group')}; expected 6", hint)
+        chk.fail(f"{shown} returned {plural(len(groups), 'group')}; expected 6", hint)
     for i, g in enumerate(groups):
         keys = str_list(g.get("keys", []))
         if "'params'" not in keys or "'lr'" not in keys:
-            chk.fail(f"group {i} has keys {', '.join(map(_clip, keys)) or 'none'}; each group needs 'params' and 'lr'",
+            chk.fail(f"group {i} has keys {', '.join(map(clip, keys)) or 'none'}; each group needs 'params' and 'lr'",
                      "e.g. {'params': list(model.layer1.parameters()), 'lr': ...}")
     facts = models.facts(spec, _groups_facts)
     _judge_group_members(groups, facts, chk, label)
@@ -144,14 +144,14 @@ def _judge_group_members(groups: list[dict], facts: dict, chk: Checker, label: s
     for i, g in enumerate(groups):
         kind = g.get("params_kind")
         if kind == "module":
-            chk.fail(f"group {i}'s 'params' is a module ({_clip(g.get('module_type'), 40)})",
+            chk.fail(f"group {i}'s 'params' is a module ({clip(g.get('module_type'), 40)})",
                      "use its parameters: list(module.parameters())")
         if kind not in ("iterable", "tensor"):
-            chk.fail(f"group {i}'s 'params' is a {_clip(g.get('params_type'), 40)}, not a list of parameters",
+            chk.fail(f"group {i}'s 'params' is a {clip(g.get('params_type'), 40)}, not a list of parameters",
                      "use module.parameters(), e.g. list(model.layer1.parameters())")
         bad = str_list(g.get("non_tensors", []))
         if bad:
-            chk.fail(f"group {i}'s 'params' holds {_clip(bad[0], 40)} objects, not tensors",
+            chk.fail(f"group {i}'s 'params' holds {clip(bad[0], 40)} objects, not tensors",
                      "use module.parameters(), e.g. list(model.layer1.parameters())")
         stages = set()
         for p in str_list(g.get("params", [])):
@@ -168,7 +168,7 @@ def _judge_group_members(groups: list[dict], facts: dict, chk: Checker, label: s
     if missing:
         stem = any(m.startswith(("bn1", "conv1")) for m in missing)
         hint = "the stem is conv1 and bn1 together" if stem else "put every parameter in a group"
-        chk.fail(f"{_plural(len(missing), 'parameter')} of {label} {'is' if len(missing) == 1 else 'are'} in no group "
+        chk.fail(f"{plural(len(missing), 'parameter')} of {label} {'is' if len(missing) == 1 else 'are'} in no group "
                  f"(e.g. {missing[0]})", hint)
     for i, stages in enumerate(stages_of_group):
         if stages != {order[i]}:
@@ -185,7 +185,7 @@ def _judge_group_rates(spec: dict, groups: list[dict], order: list[str], chk: Ch
     lrs = [g.get("lr") for g in groups]
     for i, lr in enumerate(lrs):
         if not isinstance(lr, (int, float)) or isinstance(lr, bool):
-            chk.fail(f"{shown}: group {i} has lr {_clip(groups[i].get('lr_repr'), 40)}; expected a number",
+            chk.fail(f"{shown}: group {i} has lr {clip(groups[i].get('lr_repr'), 40)}; expected a number",
                      "set 'lr' to a float: base_lr * decay ** (5 - i)")
     expected = [base_lr * decay ** (5 - i) for i in range(6)]
     if math.isclose(lrs[0], expected[5], rel_tol=1e-6) and math.isclose(lrs[5], expected[0], rel_tol=1e-6):
@@ -225,7 +225,7 @@ def _drift_cases(*, hidden: bool, rng: random.Random) -> list[dict]:
 
 
 def _drift_inputs(spec: dict):
-    torch = _torch()
+    torch = lazy_torch()
     if spec["kind"] == "mismatch":
         g = torch.Generator().manual_seed(7)
         return tuple(torch.rand(*s, generator=g) + 0.5 for s in spec["shapes"])
@@ -242,12 +242,12 @@ def _drift_inputs(spec: dict):
 
 
 def _drift_observe(fn, spec: dict) -> dict:
-    torch = _torch()
+    torch = lazy_torch()
     before, after = _drift_inputs(spec)
     got, problem = call_learner(fn, before, after)
     if problem is not None:  # a ValueError is what the mismatch cases expect: the judge reads it
         return problem
-    obs: dict = {"type": _kind_of(got), "is_float": isinstance(got, float), "is_tensor": isinstance(got, torch.Tensor)}
+    obs: dict = {"type": kind_of(got), "is_float": isinstance(got, float), "is_tensor": isinstance(got, torch.Tensor)}
     value = got.item() if isinstance(got, torch.Tensor) and got.numel() == 1 else got
     if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)):
         obs["value"] = float(value)
@@ -267,15 +267,15 @@ def _judge_drift(spec: dict, obs: dict, chk: Checker) -> None:
     if spec["kind"] == "mismatch":
         hint = "compare before.shape and after.shape first and raise ValueError naming both shapes"
         if "raised" not in obs:
-            chk.fail(f"{shown} returned {_clip(obs.get('value', obs.get('type')), 40)} instead of raising ValueError",
+            chk.fail(f"{shown} returned {clip(obs.get('value', obs.get('type')), 40)} instead of raising ValueError",
                      hint)
         if obs.get("exit") or obs.get("is_value_error") is not True:
-            chk.fail(f"{shown} raised {_clip(obs.get('raised'))}; expected ValueError", hint)
+            chk.fail(f"{shown} raised {clip(obs.get('raised'))}; expected ValueError", hint)
         text = str(obs.get("raised", "")).replace(" ", "")
         missing = [s for s in spec["shapes"] if not any(form in text for form in _shape_forms(s))]
         if missing:
             chk.fail(f"{shown} raised ValueError, but its message does not name both shapes "
-                     f"({_clip(obs.get('raised'), 120)})",
+                     f"({clip(obs.get('raised'), 120)})",
                      "put both shapes in the message, e.g. f\"... {tuple(before.shape)} and {tuple(after.shape)}\"")
         chk.ok("raises ValueError when the shapes differ")
         return
@@ -283,7 +283,7 @@ def _judge_drift(spec: dict, obs: dict, chk: Checker) -> None:
     if obs.get("is_tensor"):
         chk.fail(f"{shown} returned a tensor; expected a Python float", "convert the result with .item() or float(...)")
     if obs.get("is_float") is not True or not isinstance(obs.get("value"), float):
-        chk.fail(f"{shown} returned a {_clip(obs.get('type'), 40)}; expected a Python float",
+        chk.fail(f"{shown} returned a {clip(obs.get('type'), 40)}; expected a Python float",
                  "return float(...) of the relative change")
     got = obs["value"]
     b, a = (t.detach().double() for t in _drift_inputs(spec))
@@ -378,12 +378,12 @@ def _argmin_finite(values: list[float]) -> int:
 
 
 def _rate_observe(fn, spec: dict) -> dict:
-    torch = _torch()
+    torch = lazy_torch()
     rates, losses = _curve(spec)
     got, problem = call_learner(fn, list(rates), list(losses))
     if problem is not None:
         return problem
-    obs: dict = {"type": _kind_of(got), "is_tensor": isinstance(got, torch.Tensor)}
+    obs: dict = {"type": kind_of(got), "is_tensor": isinstance(got, torch.Tensor)}
     value = got.item() if isinstance(got, torch.Tensor) and got.numel() == 1 else got
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         obs["value"] = float(value) if math.isfinite(float(value)) else str(float(value))
@@ -424,10 +424,10 @@ def _judge_rate(spec: dict, obs: dict, chk: Checker) -> None:
         chk.fail(f"{shown} returned a tensor; expected a Python float", "convert the rate with float(...)")
     got = obs.get("value")
     if isinstance(got, str):
-        chk.fail(f"{shown} returned {_clip(got, 20)}; expected a finite rate",
+        chk.fail(f"{shown} returned {clip(got, 20)}; expected a finite rate",
                  "a nan or inf loss is not a minimum: skip the losses that are not finite")
     if not isinstance(got, float):
-        chk.fail(f"{shown} returned a {_clip(obs.get('type'), 40)}; expected a float (a learning rate)",
+        chk.fail(f"{shown} returned a {clip(obs.get('type'), 40)}; expected a float (a learning rate)",
                  "return the chosen rate as a float")
     chk.ok("returns a rate as a float")
     rates, losses = _curve(spec)

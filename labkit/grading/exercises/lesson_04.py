@@ -16,12 +16,12 @@ import random
 
 from .protocol import (
     Checker,
-    _clip,
-    _kind_of,
-    _short,
     call_learner,
+    clip,
     exercise,
     fail_if_raised,
+    kind_of,
+    short,
 )
 
 __all__ = ["LESSON"]
@@ -59,7 +59,7 @@ def _strategy_observe(fn, spec: dict) -> dict:
     got, problem = call_learner(fn, spec["n_images"], spec["domain_gap"])
     if problem is not None:
         return problem
-    return {"type": _kind_of(got), "value": got if isinstance(got, str) else None, "repr": _short(got, 40)}
+    return {"type": kind_of(got), "value": got if isinstance(got, str) else None, "repr": short(got, 40)}
 
 
 @exercise("04.choose_strategy", lesson=LESSON, name="choose_strategy", cases=_strategy_cases, observe=_strategy_observe,
@@ -73,7 +73,7 @@ def _judge_strategy(spec: dict, obs: dict, chk: Checker) -> None:
     if got not in rule.STRATEGIES:
         near = difflib.get_close_matches(str(got), rule.STRATEGIES, n=1) if isinstance(got, str) else []
         hint = "return exactly one of these strings" + (f" (did you mean {near[0]!r}?)" if near else "")
-        chk.fail(f"{shown} returned {_clip(obs.get('repr'), 40)}; expected one of "
+        chk.fail(f"{shown} returned {clip(obs.get('repr'), 40)}; expected one of "
                  f"{', '.join(map(repr, rule.STRATEGIES))}", hint)
     chk.ok("returns a strategy from the vocabulary")
     if got != rule.choose_strategy(n, gap):
@@ -105,13 +105,13 @@ def _scenario_observe(obj, spec: dict) -> dict:
     if obj is None or obj is Ellipsis:
         return {"not_attempted": True}
     if not isinstance(obj, dict):
-        return {"type": _kind_of(obj), "repr": _short(obj, 60)}
+        return {"type": kind_of(obj), "repr": short(obj, 60)}
     if obj and all(v is None or v is Ellipsis for v in obj.values()):
         return {"not_attempted": True}
     items = []
     for key, value in list(obj.items())[:20]:
-        entry = {"key": key if isinstance(key, str) else None, "key_repr": _short(key, 40),
-                 "value_repr": _short(value, 60)}
+        entry = {"key": key if isinstance(key, str) else None, "key_repr": short(key, 40),
+                 "value_repr": short(value, 60)}
         if isinstance(value, (tuple, list)):
             entry["pair"] = [v if isinstance(v, str) else None for v in list(value)[:3]]
             entry["length"] = len(value)
@@ -142,12 +142,12 @@ def _judge_scenarios(spec: dict, obs: dict, chk: Checker) -> None:
 def _scenario_entries(obs: dict, chk: Checker) -> dict[str, dict]:
     """The observed entries by scenario key; fails unless the keys are exactly the scenarios'."""
     if obs.get("type") != "dict" or not isinstance(obs.get("items"), list):
-        chk.fail(f"scenario_answers is {_clip(obs.get('repr'), 60)}; expected a dict",
+        chk.fail(f"scenario_answers is {clip(obs.get('repr'), 60)}; expected a dict",
                  "a dict with one (strategy, bn) pair per scenario")
     entries = [e for e in obs["items"] if isinstance(e, dict)]
     by_key = {e["key"]: e for e in entries if isinstance(e.get("key"), str)}
     missing = [k for k in _SCENARIOS if k not in by_key]
-    extra = [_clip(e.get("key_repr"), 40) for e in entries if e.get("key") not in _SCENARIOS]
+    extra = [clip(e.get("key_repr"), 40) for e in entries if e.get("key") not in _SCENARIOS]
     if missing or extra:
         problems: list[tuple[str, str | None]] = []
         if missing:
@@ -166,7 +166,7 @@ def _judge_scenario_vocabulary(by_key: dict[str, dict], chk: Checker) -> None:
         entry = by_key[key]
         pair = entry.get("pair")
         if not isinstance(pair, list) or entry.get("length") != 2:
-            chk.fail(f"scenario_answers[{key!r}] is {_clip(entry.get('value_repr'), 60)}; expected a pair (strategy, "
+            chk.fail(f"scenario_answers[{key!r}] is {clip(entry.get('value_repr'), 60)}; expected a pair (strategy, "
                      "bn)", "e.g. (\"feature_extraction\", \"freeze\")")
         strategy, bn = pair[0], pair[1]
         if strategy in _BN and bn in rule.STRATEGIES:
@@ -175,9 +175,9 @@ def _judge_scenario_vocabulary(by_key: dict[str, dict], chk: Checker) -> None:
         if strategy not in rule.STRATEGIES:
             near = difflib.get_close_matches(str(strategy), rule.STRATEGIES, n=1) if isinstance(strategy, str) else []
             tail = f" (did you mean {near[0]!r}?)" if near else ""
-            chk.fail(f"scenario_answers[{key!r}] has strategy {_clip(entry.get('value_repr'), 60)}",
+            chk.fail(f"scenario_answers[{key!r}] has strategy {clip(entry.get('value_repr'), 60)}",
                      f"use one of {', '.join(map(repr, rule.STRATEGIES))}{tail}")
         if bn not in _BN:
             chk.fail(f"scenario_answers[{key!r}] has bn "
-                     f"{_clip(repr(bn) if isinstance(bn, str) else entry.get('value_repr'), 60)}",
+                     f"{clip(repr(bn) if isinstance(bn, str) else entry.get('value_repr'), 60)}",
                      "use 'freeze' or 'update'")

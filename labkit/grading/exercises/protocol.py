@@ -61,6 +61,15 @@ __all__ = [
     "str_list",
     "tensor_from_json",
     "tensor_to_json",
+    # shared by the lesson modules' observers and judges
+    "CheckTimeout",
+    "MAX_ELEMENTS",
+    "clip",
+    "exception_text",
+    "kind_of",
+    "lazy_torch",
+    "plural",
+    "short",
 ]
 
 PASSED, FAILED, NOT_ATTEMPTED, ERROR = "passed", "failed", "not attempted", "error"
@@ -157,11 +166,11 @@ class _Failed(Exception):
         self.problems = problems
 
 
-class _CheckTimeout(BaseException):
+class CheckTimeout(BaseException):
     """Raised by the alarm; a BaseException so ``except Exception`` in learner code can't eat it."""
 
 
-def _short(obj: Any, limit: int = 80) -> str:
+def short(obj: Any, limit: int = 80) -> str:
     try:
         text = repr(obj)
     except Exception:  # a learner's object with a broken __repr__
@@ -170,7 +179,7 @@ def _short(obj: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _message(exc: BaseException) -> str:
+def exception_text(exc: BaseException) -> str:
     try:
         text = str(exc).strip().splitlines()
     except Exception:  # a learner's exception with a broken __str__
@@ -181,21 +190,21 @@ def _message(exc: BaseException) -> str:
     return first if len(first) <= _MAX_MESSAGE else first[: _MAX_MESSAGE - 1] + "…"
 
 
-def _clip(value: Any, limit: int = _MAX_MESSAGE) -> str:
+def clip(value: Any, limit: int = _MAX_MESSAGE) -> str:
     """An untrusted string from an observation, made safe to print."""
-    text = " ".join(str(value).split()) if isinstance(value, str) else _short(value, limit)
+    text = " ".join(str(value).split()) if isinstance(value, str) else short(value, limit)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def _kind_of(x: Any) -> str:
+def kind_of(x: Any) -> str:
     return type(x).__name__
 
 
-def _torch():
+def lazy_torch():
     import torch
 
     return torch
@@ -227,19 +236,19 @@ def call_learner(fn: Any, *args: Any, none_is_stub: bool = False) -> tuple[Any, 
         'ZeroDivisionError: division by zero'
     """
     if not callable(fn):
-        return None, {"not_callable": _kind_of(fn)[:40]}
+        return None, {"not_callable": kind_of(fn)[:40]}
     try:
         value = fn(*args)
-    except _CheckTimeout:
+    except CheckTimeout:
         raise
     except KeyboardInterrupt:
         raise
     except NotImplementedError as exc:
-        return None, {"not_attempted": True, "raised": f"NotImplementedError: {_message(exc)}"}
+        return None, {"not_attempted": True, "raised": f"NotImplementedError: {exception_text(exc)}"}
     except SystemExit:
         return None, {"raised": "SystemExit: exit() was called", "exit": True}
     except BaseException as exc:  # any learner error becomes an observation
-        raised = {"raised": f"{type(exc).__name__}: {_message(exc)}", "error_type": type(exc).__name__}
+        raised = {"raised": f"{type(exc).__name__}: {exception_text(exc)}", "error_type": type(exc).__name__}
         return None, {**raised, "is_value_error": isinstance(exc, ValueError)}
     if value is None and none_is_stub:
         return None, dict(RETURNED_NONE)
@@ -250,7 +259,7 @@ def fail_if_raised(chk: "Checker", obs: dict, shown: str) -> None:
     """Fail the case when the learner's call raised (the usual case: nothing was expected to raise)."""
     if "raised" not in obs:
         return
-    raised = _clip(obs.get("raised"))
+    raised = clip(obs.get("raised"))
     if obs.get("exit"):
         chk.fail(f"{shown} called sys.exit() / exit()", "a function should return its result; remove the exit call")
     if raised.startswith("NotImplementedError"):
@@ -313,7 +322,7 @@ class _Timer:
     def _alarm(self, signum, frame) -> None:
         if self.active:
             self.fired = True
-            raise _CheckTimeout()
+            raise CheckTimeout()
 
     def start(self) -> None:
         usable = (
@@ -340,7 +349,7 @@ class _Timer:
                 signal.signal(signal.SIGALRM, self.previous)
                 self.previous = None
                 return
-            except _CheckTimeout:
+            except CheckTimeout:
                 continue
 
 
@@ -348,7 +357,7 @@ class _Timer:
 # JSON helpers for tensors
 # ---------------------------------------------------------------------------------------
 _DTYPES = ("float16", "bfloat16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "bool")
-_MAX_ELEMENTS = 200_000
+MAX_ELEMENTS = 200_000
 
 
 def tensor_to_json(t: Any) -> dict:
@@ -361,15 +370,15 @@ def tensor_to_json(t: Any) -> dict:
         >>> tensor_to_json(torch.tensor([[1.0, float("nan")]]))
         {'shape': [1, 2], 'dtype': 'float32', 'data': [1.0, 'nan']}
     """
-    torch = _torch()
+    torch = lazy_torch()
     if not isinstance(t, torch.Tensor):
         t = torch.as_tensor(t)
     t = t.detach().cpu()
     dtype = str(t.dtype).replace("torch.", "")
     if dtype not in _DTYPES:
         raise ValueError(f"tensor_to_json: dtype {dtype} is not supported; expected one of {', '.join(_DTYPES)}")
-    if t.numel() > _MAX_ELEMENTS:
-        raise ValueError(f"tensor_to_json: {t.numel()} elements is more than {_MAX_ELEMENTS}")
+    if t.numel() > MAX_ELEMENTS:
+        raise ValueError(f"tensor_to_json: {t.numel()} elements is more than {MAX_ELEMENTS}")
     values = t.reshape(-1).tolist() if dtype not in ("float16", "bfloat16") else t.double().reshape(-1).tolist()
     data = []
     for v in values:
@@ -386,15 +395,15 @@ def tensor_from_json(d: Any):
         >>> tensor_from_json({"shape": [2], "dtype": "float64", "data": [0.5, "inf"]})
         tensor([0.5000,    inf], dtype=torch.float64)
     """
-    torch = _torch()
+    torch = lazy_torch()
     if not isinstance(d, dict) or set(d) != {"shape", "dtype", "data"}:
         raise ValueError("expected a dict with keys shape, dtype and data")
     shape, dtype, data = d["shape"], d["dtype"], d["data"]
     if not isinstance(shape, list) or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in shape):
-        raise ValueError(f"shape must be a list of non-negative ints, got {_short(shape, 60)}")
+        raise ValueError(f"shape must be a list of non-negative ints, got {short(shape, 60)}")
     if dtype not in _DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {_short(dtype, 40)}")
-    if not isinstance(data, list) or len(data) != math.prod(shape) or len(data) > _MAX_ELEMENTS:
+        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {short(dtype, 40)}")
+    if not isinstance(data, list) or len(data) != math.prod(shape) or len(data) > MAX_ELEMENTS:
         raise ValueError(f"data must be a list of {math.prod(shape)} values")
     special = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
     values = []
@@ -403,7 +412,7 @@ def tensor_from_json(d: Any):
             v = special[v]
         elif isinstance(v, bool) or not isinstance(v, (int, float)):
             if not (dtype == "bool" and isinstance(v, bool)):
-                raise ValueError(f"data holds {_short(v, 30)}, not a number")
+                raise ValueError(f"data holds {short(v, 30)}, not a number")
         values.append(v)
     return torch.tensor(values, dtype=getattr(torch, dtype)).reshape(shape)
 
@@ -496,7 +505,7 @@ def exercises_for(lesson: str) -> list[Exercise]:
 
 def _unknown_id_message(exercise_id: Any) -> str:
     if not isinstance(exercise_id, str):
-        return (f"the first argument of check is the exercise id, a string, but it is {_short(exercise_id, 60)}: "
+        return (f"the first argument of check is the exercise id, a string, but it is {short(exercise_id, 60)}: "
                 "call it as check(\"01.freeze_and_swap\", freeze_and_swap)")
     close = difflib.get_close_matches(exercise_id, list(EXERCISES), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -515,9 +524,9 @@ def _misuse(exercise: Exercise, obj: Any) -> dict | None:
         return None
     torch = sys.modules.get("torch")
     if torch is not None and isinstance(obj, torch.nn.Module):
-        return {"misuse": "module", "type": _kind_of(obj)}
+        return {"misuse": "module", "type": kind_of(obj)}
     if not callable(obj):
-        return {"misuse": "not_callable", "type": _kind_of(obj), "repr": _short(obj, 60)}
+        return {"misuse": "not_callable", "type": kind_of(obj), "repr": short(obj, 60)}
     try:
         signature = inspect.signature(obj)
     except (TypeError, ValueError):  # a builtin without a signature: just call it
@@ -525,7 +534,7 @@ def _misuse(exercise: Exercise, obj: Any) -> dict | None:
     try:
         signature.bind(*exercise.params)
     except TypeError:
-        return {"misuse": "signature", "signature": _clip(str(signature), 80)}
+        return {"misuse": "signature", "signature": clip(str(signature), 80)}
     return None
 
 
@@ -539,18 +548,18 @@ def _observe_one(exercise: Exercise, obj: Any, spec: dict) -> dict:
         return misuse
     try:
         obs = exercise.observe(obj, spec)
-    except _CheckTimeout:
+    except CheckTimeout:
         raise
     except KeyboardInterrupt:
         raise
     except RecursionError as exc:
-        obs = {"raised": f"RecursionError: {_message(exc)}"}
+        obs = {"raised": f"RecursionError: {exception_text(exc)}"}
     except Exception as exc:  # e.g. a returned object whose methods raise
-        obs = {"observe_failed": f"{type(exc).__name__}: {_message(exc)}"}
+        obs = {"observe_failed": f"{type(exc).__name__}: {exception_text(exc)}"}
     try:
         return json.loads(json.dumps(obs, allow_nan=False))
     except (TypeError, ValueError) as exc:
-        return {"observe_failed": f"the observation is not JSON ({_message(exc)})"}
+        return {"observe_failed": f"the observation is not JSON ({exception_text(exc)})"}
 
 
 def run_observe(exercise_id: str, obj: Any, specs: list[dict], *, time_limit: float | None = None) -> list[dict]:
@@ -575,10 +584,10 @@ def run_observe(exercise_id: str, obj: Any, specs: list[dict], *, time_limit: fl
                 break
             try:
                 obs = _observe_one(exercise, obj, spec)
-            except _CheckTimeout:
+            except CheckTimeout:
                 break
             observations.append(dict(timed_out) if timer.expired() else obs)
-    except _CheckTimeout:
+    except CheckTimeout:
         pass
     finally:
         timer.stop()
@@ -591,13 +600,13 @@ def _misuse_lines(exercise: Exercise, obs: dict) -> tuple[str, str]:
     call = f"check({exercise.id!r}, {exercise.name})"
     kind = obs.get("misuse")
     if kind == "module":
-        return (f"you passed a model ({_clip(obs.get('type'), 40)}) to check, not your function `{exercise.name}`",
+        return (f"you passed a model ({clip(obs.get('type'), 40)}) to check, not your function `{exercise.name}`",
                 f"pass the function itself: {call}")
     if kind == "signature":
-        return (f"`{exercise.name}` takes {_clip(obs.get('signature'), 80)}, but the exercise calls it as "
+        return (f"`{exercise.name}` takes {clip(obs.get('signature'), 80)}, but the exercise calls it as "
                 f"{exercise.name}({', '.join(exercise.params)})",
                 f"define it as `def {exercise.name}({', '.join(exercise.params)}):`")
-    return (f"`{exercise.name}` is {_clip(obs.get('repr'), 60)}, not a function",
+    return (f"`{exercise.name}` is {clip(obs.get('repr'), 60)}, not a function",
             f"define it with `def {exercise.name}({', '.join(exercise.params)}):` and pass the function itself, "
             f"without calling it: {call}")
 
@@ -632,7 +641,7 @@ def run_judge(exercise_id: str, specs: list[dict], observations: list[dict]) -> 
                 if obs.get("returned_none"):  # a stub that returns None, or a real answer that forgot to return
                     exercise.judge(spec, obs, chk)  # may name the path that returns None
                     chk.fail(f"{exercise.name} returned None on a later case", "`return` your result on every path")
-                chk.fail(f"{exercise.name} raised {_clip(obs.get('raised', 'NotImplementedError'))} on a later case",
+                chk.fail(f"{exercise.name} raised {clip(obs.get('raised', 'NotImplementedError'))} on a later case",
                          "remove the leftover stub `raise NotImplementedError()`")
             if obs.get("timed_out"):
                 limit = obs.get("limit")
@@ -643,21 +652,22 @@ def run_judge(exercise_id: str, specs: list[dict], observations: list[dict]) -> 
             if "misuse" in obs:
                 chk.fail(*_misuse_lines(exercise, obs))
             if "observe_failed" in obs:
-                chk.fail(f"the check could not finish on your answer: {_clip(obs['observe_failed'])}",
+                chk.fail(f"the check could not finish on your answer: {clip(obs['observe_failed'])}",
                          "make sure it returns the kind of object the exercise asks for")
             exercise.judge(spec, obs, chk)
         except _Failed as failed:
             problems = failed.problems
             break
         except Exception as exc:  # a malformed observation is a failed case
-            unread = chk._tag(f"the check could not read what your answer did ({type(exc).__name__}: {_message(exc)})")
+            what = f"{type(exc).__name__}: {exception_text(exc)}"
+            unread = chk._tag(f"the check could not read what your answer did ({what})")
             problems = [(unread, "make sure it returns the kind of object the exercise asks for")]
             break
         hidden_cases += bool(spec.get("hidden"))
     status = FAILED if problems else PASSED
     lines = list(chk.lines)
     if status == PASSED and hidden_cases:
-        lines.append(f"✔ {_plural(hidden_cases, 'hidden test')} passed")
+        lines.append(f"✔ {plural(hidden_cases, 'hidden test')} passed")
     shown = set()
     for message, hint in problems:
         lines.append(f"✘ {message}")
