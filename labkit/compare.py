@@ -65,6 +65,13 @@ _OLD_NAMES = {"cached": "cached_features", "frozen": "feature_extraction", "part
               "full": "full_finetune", "discriminative": "discriminative_finetune"}
 
 
+def _callable_or_none(value, name: str, expected: str, fix: str = "") -> None:
+    """Raise a TypeError naming ``name`` when ``value`` is neither None nor callable."""
+    if value is not None and not callable(value):
+        tail = f" Fix: {fix}." if fix else ""
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}.{tail}")
+
+
 def _positive(value, name: str, fix: str) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ValueError(f"Arm: {name} expected a number > 0, got {value!r}. Fix: {fix}.")
@@ -110,10 +117,8 @@ class Arm:
                 or not 0 < self.thawed_lr_factor <= 1:
             raise ValueError(f"Arm: thawed_lr_factor expected a number in (0, 1] (thawed layers train no faster "
                              f"than the new head), got {self.thawed_lr_factor!r}. Fix: thawed_lr_factor=0.1.")
-        if self.on_epoch_start is not None and not callable(self.on_epoch_start):
-            raise TypeError(f"on_epoch_start: expected a function (model, optimizer, epoch), got "
-                            f"{type(self.on_epoch_start).__name__}. Fix: on_epoch_start=lambda model, optimizer, "
-                            f"epoch: ...")
+        _callable_or_none(self.on_epoch_start, "on_epoch_start", "a function (model, optimizer, epoch)",
+                          "on_epoch_start=lambda model, optimizer, epoch: ...")
         if self.on_epoch_start is not None and STRATEGY_TABLE[self.strategy].cached:
             raise ValueError("Arm: on_epoch_start expected a strategy trained on images, got 'cached_features' "
                              "(its epochs only see stored features). Fix: Arm('feature_extraction', ...).")
@@ -173,13 +178,9 @@ class RunSettings:
             raise ValueError(f"seeds: expected a non-empty sequence of ints, got {self.seeds!r}. "
                              f"Fix: RunSettings(seeds=(0, 1, 2)).")
         object.__setattr__(self, "seeds", tuple(self.seeds))
-        if self.measure is not None and not callable(self.measure):
-            raise TypeError(f"measure: expected a function of the trained model returning {{name: number}}, "
-                            f"got {type(self.measure).__name__}.")
-        if self.optimizer_fn is not None and not callable(self.optimizer_fn):
-            raise TypeError(f"optimizer_fn: expected a function of the param groups, got "
-                            f"{type(self.optimizer_fn).__name__}. Fix: optimizer_fn=lambda groups: "
-                            f"torch.optim.AdamW(groups).")
+        _callable_or_none(self.measure, "measure", "a function of the trained model returning {name: number}")
+        _callable_or_none(self.optimizer_fn, "optimizer_fn", "a function of the param groups",
+                          "optimizer_fn=lambda groups: torch.optim.AdamW(groups)")
 
 
 @dataclass(repr=False)

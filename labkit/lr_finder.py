@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from labkit._batches import loader_generators, loader_len, logits_of, model_device, place_model, split_batch, to_device
+from labkit._validate import check_module, check_training_optimizer
 from labkit.device import grad_scaler, resolve_amp
 
 __all__ = ["lr_find", "LRFind", "plot_lr_find", "suggest_lr", "SUGGESTIONS"]
@@ -191,22 +192,6 @@ def _check_options(loader, start, end, steps, smooth, diverge, suggest) -> None:
                          "dataset's length and that drop_last=True does not drop the only batch.")
 
 
-def _check_optimizer(model: nn.Module, optimizer) -> None:
-    if not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"lr_find: optimizer expected a torch.optim.Optimizer, got {type(optimizer).__name__}. "
-                        "Fix: leave optimizer=None (Adam over the trainable parameters).")
-    trainable = {id(p) for p in model.parameters() if p.requires_grad}
-    if not trainable:
-        raise ValueError("lr_find: expected at least one trainable parameter, got none (every parameter is frozen). "
-                         "Fix: replace_head(model, num_classes) after freeze(model), or unfreeze a stage.")
-    held = [p for g in optimizer.param_groups for p in g["params"]]
-    owned = {id(p) for p in model.parameters()}
-    if any(id(p) not in owned for p in held) or not any(id(p) in trainable for p in held):
-        raise ValueError("lr_find: expected an optimizer over this model's trainable parameters, got one holding "
-                         "another model's tensors or only frozen ones. Fix: build it after all surgery, e.g. "
-                         "torch.optim.AdamW(param_groups(model, base_lr=1e-3, decay=1.0)).")
-
-
 def _batches(loader):
     """Batches forever, restarting the loader when it runs out."""
     while True:
@@ -301,11 +286,10 @@ def lr_find(
         lr_find: suggested rate 1.58e-03 (rule 'valley'; minimum 5.01e-03, steepest 6.31e-04); 50 steps, ...
     """
     _check_options(loader, start, end, steps, smooth, diverge, suggest)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"lr_find: expected an nn.Module, got {type(model).__name__}.")
+    check_module(model, "lr_find")
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer if optimizer is not None else torch.optim.Adam(trainable or [torch.zeros(1)], lr=start)
-    _check_optimizer(model, opt)
+    check_training_optimizer(model, opt, where="lr_find")
     saved = _snapshot(model, optimizer, loader)
     try:
         dev = place_model(model, device, "lr_find")
